@@ -39,7 +39,8 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**{key: _revive(value) for key, value in config.items()})
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        params = inspect.signature(type(self).__init__).parameters
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in params if k != "self")
         return f"{type(self).__name__}({args})"
 
 

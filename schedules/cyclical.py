@@ -105,6 +105,8 @@ class CyclicalLR(Schedule):
     def value(self, step):
         half = ops.cast(self.step_size, "float32")
         cycle = ops.floor(1.0 + step / (2.0 * half))
-        x = ops.abs(step / half - 2.0 * cycle + 1.0)
+        # |step / half - 2 cycle + 1| with the subtraction done first, in whole steps, so
+        # that one rounding remains (and XLA's reciprocal rewrite cannot cancel into it).
+        x = ops.abs(step - (2.0 * cycle - 1.0) * half) / half
         amplitude = (self.max_lr - self.base_lr) * ops.maximum(0.0, 1.0 - x)
         return self.base_lr + amplitude * self._scale(step, cycle)

@@ -1,0 +1,98 @@
+"""`python -m schedules`, run as a user runs it."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import schedules as S
+from tests.conftest import ROOT, SCHEDULE_NAMES
+
+
+def run(*args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "schedules", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def read_csv(path):
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "lr"]
+    return np.array([int(r[0]) for r in rows[1:]]), np.array(
+        [r[1] for r in rows[1:]], dtype=np.float32
+    )
+
+
+def test_issue_example_writes_csv_and_plot(tmp_path):
+    out = run(
+        "schedule=clr",
+        "schedule.base_lr=0.001",
+        "schedule.max_lr=0.006",
+        "schedule.step_size=2000",
+        "preview.steps=8000",
+        "preview.csv=lr.csv",
+        "preview.png=lr.png",
+        "preview.log_y=true",
+        f"hydra.run.dir={tmp_path}/h",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    steps, lr = read_csv(tmp_path / "lr.csv")
+    assert steps.tolist() == list(range(8000))
+    expected = [S.CyclicalLR(0.001, 0.006, 2000)(k).numpy() for k in (0, 1000, 2000, 4000, 7999)]
+    np.testing.assert_allclose(lr[[0, 1000, 2000, 4000, 7999]], expected, rtol=1e-6)
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multirun_previews_several_into_their_own_folders(tmp_path):
+    out = run(
+        "-m",
+        "schedule=cosine,sgdr,clr",
+        "preview.steps=3000",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    curves = {}
+    for job, name in enumerate(["cosine", "sgdr", "clr"]):
+        steps, curves[name] = read_csv(tmp_path / "sweep" / str(job) / "lr.csv")
+        assert len(steps) == 3000 and (tmp_path / "sweep" / str(job) / "lr.png").exists()
+    assert np.all(np.diff(curves["cosine"]) <= 0) and curves["cosine"][-1] < 1e-8
+    assert curves["sgdr"][1719] == np.float32(1e-3)  # restart after one epoch of 1719 steps
+    assert curves["clr"][0] == np.float32(1e-4) and curves["clr"][2000] == pytest.approx(
+        1e-3, rel=1e-6
+    )
+
+
+def test_help_lists_every_schedule(tmp_path):
+    out = run("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    line = next(x for x in out.stdout.splitlines() if x.startswith("schedule:"))
+    assert [s.strip() for s in line.split(":", 1)[1].split(",")] == SCHEDULE_NAMES
+
+
+def test_bad_value_fails_with_a_clear_message_and_writes_nothing(tmp_path):
+    out = run(
+        "schedule=one_cycle",
+        "schedule.pct_start=1.5",
+        "preview.csv=lr.csv",
+        f"hydra.run.dir={tmp_path}/h",
+        cwd=tmp_path,
+    )
+    assert out.returncode != 0
+    assert "Argument `pct_start` must be in (0, 1). Received: pct_start=1.5" in out.stderr
+    assert not (tmp_path / "lr.csv").exists()
+
+
+def test_runs_from_the_project_root_too():
+    assert (ROOT / "conf" / "preview.yaml").exists()
