@@ -1,0 +1,297 @@
+"""`python -m trainer` end to end on real data: a few steps, then read MLflow and TensorBoard."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import trainer
+from schedules import build_schedule
+from tests.conftest import DATASETS, ROOT, compose_config
+from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
+
+STEP_KEYS = ("train/lr", "train/loss", "train/mean_iou")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, datasets):
+    monkeypatch.setenv("LRLAB_DATA_DIR", str(datasets))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def small(tmp_path, *overrides, batches=12, epochs=2):
+    """The real config with a few steps per epoch, logging into tmp_path."""
+    return compose_config(
+        "train",
+        [
+            f"output_dir={tmp_path}/run",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            "tracking.strict=true",
+            f"trainer.limit_train_batches={batches}",
+            f"trainer.epochs={epochs}",
+            "tracking.flush_every_steps=5",
+            *overrides,
+        ],
+    )
+
+
+def expected_rates(cfg, steps):
+    t = cfg.trainer
+    schedule = build_schedule(
+        cfg.schedule,
+        cfg.get("warmup"),
+        cfg.get("plateau"),
+        steps_per_epoch=t.limit_train_batches,
+        run_steps=t.epochs * t.limit_train_batches,
+    )
+    return np.array([float(schedule(k)) for k in range(steps)])
+
+
+def assert_rates(actual, expected):
+    # The train step runs under XLA, the expectation eagerly: equal to float32
+    # resolution (1e-7 of the peak where a curve nears 0), as in the contract test.
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7 * np.max(expected))
+
+
+def read_steps_csv(path):
+    with open(path) as f:
+        return [row for row in csv.DictReader(f)]
+
+
+def assert_every_step_once(tmp_path, run, client, steps):
+    for key in STEP_KEYS:
+        points = mlflow_history(client, run, key)
+        assert [s for s, _ in points] == list(range(steps)), key
+    scalars = tensorboard_scalars(tmp_path / "run")
+    for key in STEP_KEYS:
+        assert [s for s, _ in scalars[key]] == list(range(steps)), key
+    rows = read_steps_csv(tmp_path / "run" / "steps.csv")
+    assert [int(r["step"]) for r in rows] == list(range(steps))
+    return scalars
+
+
+@pytest.mark.parametrize(
+    "overrides,name",
+    [
+        (("schedule=sgdr", "schedule.first_cycle_epochs=0.5"), "cnn-mnist-sgdr"),
+        (
+            (
+                "dataset=fashion_mnist",
+                "model=mlp",
+                "optimizer=sgd",
+                "schedule=step",
+                "schedule.step_epochs=1",
+            ),
+            "mlp-fashion_mnist-step",
+        ),
+    ],
+)
+def test_end_to_end(workdir, overrides, name):
+    cfg = small(workdir, *overrides)
+    choices = {
+        "model": cfg.model._target_.rsplit(".", 1)[1],
+        "schedule": overrides[0].split("=")[1]
+        if "schedule" in overrides[0]
+        else overrides[3].split("=")[1],
+    }
+    results = trainer.run(cfg, choices)
+    steps = 24
+    assert results["trained_steps"] == steps
+    assert 0.1 < results["test/accuracy"] <= 1 and np.isfinite(results["test/loss"])
+
+    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    (run,) = runs
+    assert run.info.status == "FINISHED" and run.info.run_name == name
+    scalars = assert_every_step_once(workdir, run, client, steps)
+
+    # train/lr is the schedule's value at each step, in MLflow and TensorBoard alike.
+    want = expected_rates(cfg, steps)
+    assert_rates([v for _, v in mlflow_history(client, run, "train/lr")], want)
+    assert_rates([v for _, v in scalars["train/lr"]], want)
+    # Batch losses, not Keras' running mean: the first is the untrained model's ~ln(10).
+    losses = [v for _, v in mlflow_history(client, run, "train/loss")]
+    assert losses[0] == pytest.approx(np.log(10), rel=0.1)
+    assert all(0 <= v <= 1 for _, v in mlflow_history(client, run, "train/mean_iou"))
+
+    for key in (
+        "train_loss",
+        "train_accuracy",
+        "train_mean_iou",
+        "val_loss",
+        "val_accuracy",
+        "val_mean_iou",
+        "duration_s",
+        "steps_per_sec",
+    ):
+        assert [s for s, _ in mlflow_history(client, run, f"epoch/{key}")] == [0, 1], key
+    metrics = run.data.metrics
+    assert metrics["test/accuracy"] == pytest.approx(results["test/accuracy"])
+    assert all(f"test/iou_class_{k}" in metrics for k in range(10))
+    assert "test/mean_iou" in scalars
+
+    params, tags = run.data.params, run.data.tags
+    assert (
+        params["trainer.batch_size"] == "32"
+        and params["schedule._target_"] == cfg.schedule._target_
+    )
+    assert (
+        tags["lrlab.schedule"] == choices["schedule"] and tags["lrlab.dataset"] == cfg.dataset.name
+    )
+    assert len(tags["mlflow.source.git.commit"]) in (40, 7) and tags["lrlab.command"]
+    assert len(tags["lrlab.data_sha256"]) == 64
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {
+        "config.yaml",
+        "lr_and_loss.png",
+        "iou_per_class.csv",
+        "model.keras",
+        "best.keras",
+    } <= artifacts
+
+
+def test_steps_per_execution_4_logs_every_step_once_with_its_rate(workdir):
+    cfg = small(
+        workdir,
+        "model=mlp",
+        "schedule=clr",
+        "schedule.step_size=3",
+        "trainer.steps_per_execution=4",
+        "tracking.flush_every_steps=7",
+        batches=10,
+        epochs=3,
+    )
+    trainer.run(cfg)
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert_every_step_once(workdir, run, client, 30)
+    assert_rates([v for _, v in mlflow_history(client, run, "train/lr")], expected_rates(cfg, 30))
+
+
+def test_same_seed_same_per_step_losses(workdir):
+    losses = []
+    for attempt in range(2):
+        out = workdir / f"seed{attempt}"
+        cfg = small(
+            out,
+            "model=mlp",
+            "tracking.mlflow=false",
+            "tracking.tensorboard=false",
+            "trainer.checkpoint=false",
+            batches=15,
+            epochs=2,
+        )
+        trainer.run(cfg)
+        losses.append([r["loss"] for r in read_steps_csv(out / "run" / "steps.csv")])
+    assert len(losses[0]) == 30 and losses[0] == losses[1]
+
+
+def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
+    cfg = small(
+        workdir,
+        "model=mlp",
+        "optimizer=sgd",
+        "schedule=constant",
+        "schedule.lr=1e9",
+        batches=40,
+        epochs=3,
+    )
+    with pytest.raises(trainer.train.TrainingDiverged, match="non-finite at step"):
+        trainer.run(cfg)
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FAILED"
+    nan_step = int(run.data.tags["lrlab.failed_at_step"])
+    losses = mlflow_history(client, run, "train/loss")
+    assert np.all(np.isfinite([v for _, v in losses[:nan_step]]))
+    assert not np.isfinite(losses[nan_step][1])
+    # Stopped within the epoch it diverged in, and every trained step is logged once.
+    assert len(losses) < 120
+    assert_every_step_once(workdir, run, client, len(losses))
+
+
+def test_an_exception_keeps_every_step_and_marks_the_run_failed(workdir):
+    # A plateau monitor that names no metric raises at the first epoch end.
+    cfg = small(workdir, "model=mlp", "plateau=reduce", "plateau.monitor=val_acc", batches=9)
+    with pytest.raises(ValueError, match=r"plateau\.monitor='val_acc'"):
+        trainer.run(cfg)
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FAILED"
+    assert_every_step_once(workdir, run, client, 9)
+
+
+def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "model=mlp",
+            "trainer.epochs=50",
+            f"output_dir={workdir}/run",
+            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+            "tracking.flush_every_steps=20",
+            "trainer.limit_train_batches=200",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    steps_csv = workdir / "run" / "steps.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (
+        not steps_csv.exists() or len(read_steps_csv(steps_csv)) < 60
+    ):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, output
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "KILLED", output
+    trained = len(read_steps_csv(steps_csv))
+    assert 60 <= trained < 50 * 200
+    assert_every_step_once(workdir, run, client, trained)
+
+
+def test_bad_override_fails_fast_with_a_clear_message(workdir):
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer", "trainer.batch_size=0", "schedule=cosine"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert (
+        "trainer.batch_size must be a whole number >= 1. Received: trainer.batch_size=0"
+        in out.stderr
+    )
+    unknown = subprocess.run(
+        [sys.executable, "-m", "trainer", "schedule=cosin"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Could not find 'schedule/cosin'" in unknown.stderr and "cosine" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=mnist_cnn_cosine"],
+        ["experiment=fashion_mlp_sgd"],
+        ["dataset=fashion_mnist", "model=mlp", "optimizer=sgd", "schedule=step"],
+        ["warmup=linear", "plateau=reduce"],
+    ],
+)
+def test_config_composes(overrides):
+    cfg = compose_config("train", overrides)
+    assert cfg.model._target_.startswith("trainer.models.")
+    assert cfg.model.num_classes == cfg.dataset.num_classes == 10

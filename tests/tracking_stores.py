@@ -1,0 +1,28 @@
+"""Read back what a run left in MLflow and TensorBoard, as a user's tools would."""
+
+from pathlib import Path
+
+
+def mlflow_runs(uri, experiment="lrlab"):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], order_by=["start_time ASC"])
+
+
+def mlflow_history(client, run, key):
+    """[(step, value)] of one metric, in step order (all points, no sampling)."""
+    points = client.get_metric_history(run.info.run_id, key)
+    return sorted((p.step, p.value) for p in points)
+
+
+def tensorboard_scalars(run_dir):
+    """{tag: [(step, value)]} from the run's event files, keeping every point."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

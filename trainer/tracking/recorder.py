@@ -1,0 +1,115 @@
+"""The Keras callback that moves per-step rows from the device buffer to the writer.
+
+It reads the buffer every `flush_every` steps (from Keras' callback thread pool, so the
+training loop does not wait), at every epoch end, and once more on any exit (`drain`).
+It also logs the epoch metrics, keeps the best validation checkpoint, and stops
+training at the first non-finite loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+
+import keras
+import numpy as np
+
+from trainer.recording import COLUMNS
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = {
+    "loss": "epoch/train_loss",
+    "accuracy": "epoch/train_accuracy",
+    "mean_iou": "epoch/train_mean_iou",
+    "val_loss": "epoch/val_loss",
+    "val_accuracy": "epoch/val_accuracy",
+    "val_mean_iou": "epoch/val_mean_iou",
+}
+
+
+class StepRecorder(keras.callbacks.Callback):
+    # Safe to run in Keras' callback thread pool: it only reads variables and takes a lock.
+    async_safe = True
+
+    def __init__(self, buffer, writer, flush_every, checkpoint_path=None, monitor="val_loss"):
+        super().__init__()
+        self.buffer = buffer
+        self.writer = writer
+        self.flush_every = int(flush_every)
+        self.checkpoint_path = checkpoint_path
+        self.monitor = monitor
+        self.recorded = 0  # steps handed to the writer so far
+        self.nan_step = None
+        self.best = math.inf
+        self._lock = threading.Lock()
+        self._epoch_first_step = 0
+        self._epoch_started = None
+        self._train_seconds = None
+
+    # --- per step ---------------------------------------------------------------------
+    def on_train_batch_end(self, batch, logs=None):
+        done = self._epoch_first_step + batch + 1  # steps finished, without a device read
+        if done - self.recorded >= self.flush_every:
+            self.drain(done)
+
+    def drain(self, stop=None):
+        """Hand every recorded row up to step `stop` (default: all trained) to the writer."""
+        with self._lock:
+            if stop is None:
+                stop = int(self.model.optimizer.iterations.numpy())
+            rows = self.buffer.read(self.recorded, stop)
+            if not len(rows):
+                return
+            bad = ~np.isfinite(rows[:, COLUMNS.index("loss")])
+            if bad.any() and self.nan_step is None:
+                self.nan_step = int(rows[bad.argmax(), 0])
+                log.error(
+                    "loss is %s at step %d; stopping training",
+                    rows[bad.argmax(), COLUMNS.index("loss")],
+                    self.nan_step,
+                )
+                self.model.stop_training = True
+            self.writer.steps(rows)
+            self.recorded += len(rows)
+
+    # --- per epoch --------------------------------------------------------------------
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
+        self._epoch_started = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._epoch_started is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_started
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.drain()
+        elapsed = time.perf_counter() - self._epoch_started
+        steps = self.recorded - self._epoch_first_step
+        values = {name: logs[key] for key, name in EPOCH_METRICS.items() if key in logs}
+        values["epoch/duration_s"] = elapsed
+        values["epoch/steps_per_sec"] = steps / (self._train_seconds or elapsed)
+        self.writer.scalars(values, epoch)
+        log.info(
+            "epoch %d: %s",
+            epoch,
+            ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in values.items()),
+        )
+        current = logs.get(self.monitor)
+        if self.checkpoint_path and current is not None and current < self.best:
+            self.best = current
+            self.model.save(self.checkpoint_path)
+            log.info(
+                "epoch %d: %s improved to %.4g; saved %s",
+                epoch,
+                self.monitor,
+                current,
+                self.checkpoint_path,
+            )
+
+    def on_train_end(self, logs=None):
+        self.drain()

@@ -1,0 +1,145 @@
+"""One tracked training run: the MLflow run, the sinks and the writer, opened and closed together.
+
+On leaving the `with` block everything queued is written and the MLflow run ends as
+FINISHED, FAILED (an exception, or a non-finite loss) or KILLED (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from trainer.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
+from trainer.tracking.writer import BackgroundWriter
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def flatten(cfg, prefix=""):
+    """`{"schedule.initial_lr": "0.001", ...}` from a (resolved) config, for MLflow params."""
+    container = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    out = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def git_commit():
+    """(commit, dirty) of the project checkout, or ("unknown", False) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        )
+        return commit, bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+class TrackedRun:
+    """Opens the sinks for a run in `run_dir` and the MLflow run when tracking.mlflow is on."""
+
+    def __init__(self, tracking, run_dir, run_name, params, tags):
+        self.tracking = tracking
+        self.run_dir = Path(run_dir)
+        self.run_name = run_name
+        self.params = params
+        self.tags = tags
+        self.run_id = None
+        self.failure = None  # set to a reason to end as FAILED without an exception
+
+    def __enter__(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        sinks = [CsvSink(self.run_dir / "steps.csv")]
+        if self.tracking.tensorboard:
+            sinks.append(TensorBoardSink(self.run_dir / "tensorboard"))
+        if self.tracking.mlflow:
+            sinks.append(self._start_mlflow())
+        self.writer = BackgroundWriter(sinks, strict=self.tracking.strict)
+        return self
+
+    def _start_mlflow(self):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(self.tracking.uri)
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(self.tracking.experiment)
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                self.tracking.experiment, artifact_location=self._artifact_location()
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name, tags=self.tags)
+        self.run_id = run.info.run_id
+        mlflow.log_params(self.params, synchronous=True)
+        log.info(
+            "MLflow run %s (%s) in experiment %r at %s",
+            self.run_name,
+            self.run_id,
+            self.tracking.experiment,
+            self.tracking.uri,
+        )
+        return MlflowSink(client, self.run_id)
+
+    def _artifact_location(self):
+        """Artifacts beside a SQLite store (instead of the working directory)."""
+        uri = self.tracking.uri
+        if uri.startswith("sqlite:///"):
+            folder = Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
+            return (folder / self.tracking.experiment).as_uri()
+        return None
+
+    def log_artifact(self, path, folder=None):
+        if self.run_id is not None:
+            import mlflow
+
+            mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def set_tags(self, tags):
+        if self.run_id is not None:
+            import mlflow
+
+            mlflow.set_tags(tags)
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.writer.close()
+        finally:
+            if self.run_id is not None:
+                import mlflow
+
+                if exc_type is KeyboardInterrupt:
+                    status = "KILLED"
+                elif exc_type is not None or self.failure:
+                    status = "FAILED"
+                else:
+                    status = "FINISHED"
+                mlflow.end_run(status=status)
+                log.info("MLflow run %s ended %s", self.run_id, status)
+        return False
+
+
+def command_line():
+    return " ".join(["python -m trainer", *sys.argv[1:]])
