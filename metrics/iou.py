@@ -27,14 +27,38 @@ def per_class_iou(confusion):
         return np.where(denominator > 0, tp / denominator, np.nan)
 
 
-def batch_mean_iou(y_true, y_pred, num_classes, ignore_class=None):
-    """MeanIoU of one batch of softmax outputs, as a float32 tensor (graph-safe)."""
+def confusion_matrix(y_true, y_pred, num_classes, ignore_class=None, sample_weight=None):
+    """The batch's float32 confusion matrix (rows: true class, columns: argmax of y_pred).
+
+    One `bincount` over `label * num_classes + prediction`: a few ops per step, where
+    `tf.math.confusion_matrix` (Keras' MeanIoU) adds int64 casts and runtime assertions.
+    """
     labels = ops.cast(class_ids(y_true, y_pred), "int32")
-    predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+    predicted = ops.cast(ops.reshape(ops.argmax(y_pred, axis=-1), (-1,)), "int32")
     weights = None
+    if sample_weight is not None:
+        weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
     if ignore_class is not None:
-        weights = ops.cast(ops.not_equal(labels, ignore_class), "float32")
-    confusion = ops.cast(_confusion(labels, predicted, num_classes, weights), "float32")
+        keep = ops.cast(ops.not_equal(labels, ignore_class), "float32")
+        weights = keep if weights is None else weights * keep
+        labels = labels * ops.cast(keep, "int32")  # ignored labels count with weight 0
+    cells = num_classes * num_classes
+    counts = ops.bincount(labels * num_classes + predicted, weights=weights, minlength=cells)
+    return ops.reshape(ops.cast(counts[:cells], "float32"), (num_classes, num_classes))
+
+
+def mean_iou_np(confusions):
+    """MeanIoU of each confusion matrix in a stack (..., K, K), over the classes present."""
+    confusions = np.asarray(confusions, dtype=np.float64)
+    tp = np.diagonal(confusions, axis1=-2, axis2=-1)
+    denominator = confusions.sum(axis=-2) + confusions.sum(axis=-1) - tp
+    present = denominator > 0
+    iou = np.divide(tp, denominator, out=np.zeros_like(tp), where=present)
+    return iou.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
+def mean_iou_of(confusion):
+    """MeanIoU over the classes that occur in a confusion matrix (float32 tensor)."""
     tp = ops.diagonal(confusion)
     denominator = ops.sum(confusion, axis=0) + ops.sum(confusion, axis=1) - tp
     present = ops.cast(denominator > 0, "float32")
@@ -42,20 +66,19 @@ def batch_mean_iou(y_true, y_pred, num_classes, ignore_class=None):
     return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
 
-def _confusion(labels, predicted, num_classes, weights):
-    index = labels * num_classes + predicted
-    ones = ops.ones_like(index, dtype="float32") if weights is None else weights
-    flat = ops.segment_sum(ones, index, num_segments=num_classes * num_classes)
-    return ops.reshape(flat, (num_classes, num_classes))
+def batch_mean_iou(y_true, y_pred, num_classes, ignore_class=None):
+    """MeanIoU of one batch of softmax outputs, as a float32 tensor (graph-safe)."""
+    return mean_iou_of(confusion_matrix(y_true, y_pred, num_classes, ignore_class))
 
 
 @keras.saving.register_keras_serializable(package="lrlab")
 class MeanIoU(keras.metrics.MeanIoU):
     """MeanIoU over classes for softmax outputs, against sparse or one-hot labels.
 
-    Keras' `MeanIoU` with `sparse_y_pred=False` (the argmax of the softmax is taken), and
-    one-hot labels turned into class ids. `per_class()` gives each class's IoU from the
-    same accumulated confusion matrix.
+    Keras' `MeanIoU` with `sparse_y_pred=False` (the argmax of the softmax is taken) and
+    one-hot labels turned into class ids, accumulating a cheaper confusion matrix (see
+    `confusion_matrix`). `per_class()` gives each class's IoU from the same matrix, and
+    `batch_confusion` holds the last batch's matrix while a step is traced.
 
     Args:
         num_classes: number of classes.
@@ -73,7 +96,17 @@ class MeanIoU(keras.metrics.MeanIoU):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(class_ids(y_true, y_pred), y_pred, sample_weight)
+        confusion = confusion_matrix(
+            y_true, y_pred, self.num_classes, self.ignore_class, sample_weight
+        )
+        # The training step reads the batch's own matrix back for its per-step MeanIoU.
+        self.batch_confusion = confusion
+        self.total_cm.assign_add(ops.cast(confusion, self.total_cm.dtype))
+
+    def result(self):
+        # Every training step returns the running result: the fewest ops that compute it.
+        confusion = ops.cast(self.total_cm, "float32")
+        return mean_iou_of(confusion)
 
     def per_class(self):
         """IoU per class (NumPy, NaN for classes absent from labels and predictions)."""

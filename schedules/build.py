@@ -130,8 +130,30 @@ def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, ru
 def _instantiate(group, cfg, **kwargs):
     if "_target_" not in cfg:
         raise ValueError(f"{group}: the config has no `_target_`; pick one with {group}=<name>.")
+    _check_keys(group, cfg, kwargs)
     try:
         return instantiate(cfg, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ValueError(f"{group} ({cfg['_target_']}): {cause}") from err
+
+
+def _check_keys(group, cfg, given):
+    """Name the keys the target does not take (a preset's keys after switching schedule, say)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        params = inspect.signature(get_class(cfg["_target_"]).__init__).parameters
+    except Exception:  # an unimportable target: Hydra's own error says which
+        return
+    accepted = [name for name in params if name != "self" and name not in given]
+    unknown = [key for key in cfg if not key.startswith("_") and key not in params]
+    if unknown:
+        fix = " ".join(f"~{group}.{key}" for key in unknown)
+        raise ValueError(
+            f"{group} ({cfg['_target_']}) has no key {', '.join(map(repr, unknown))}; it takes "
+            f"{', '.join(accepted)}. If a preset or an override set it for another {group}, "
+            f"remove it with: {fix}"
+        )

@@ -78,3 +78,25 @@ def test_nested_schedules_in_a_sequence_convert_their_epochs():
 def test_to_steps_leaves_step_configs_alone():
     cfg = {"_target_": "x", "decay_steps": 7, "decay_epochs": None}
     assert to_steps(cfg, steps_per_epoch=100) == {"_target_": "x", "decay_steps": 7}
+
+
+def test_keys_the_schedule_does_not_take_are_named_with_the_fix():
+    # The Fashion-MNIST preset sets schedule.lr for its constant rate; switching schedule
+    # keeps that key, and the error says how to drop it.
+    cfg = compose_config("train", ["experiment=fashion_mlp_sgd", "schedule=cosine"])
+    with pytest.raises(
+        ValueError,
+        match=r"schedule \(schedules.cosine.CosineDecay\) has no key "
+        r"'lr'; it takes initial_lr, decay_steps.*~schedule\.lr",
+    ):
+        build_schedule(cfg.schedule, steps_per_epoch=10, run_steps=100)
+    fixed = compose_config(
+        "train",
+        [
+            "experiment=fashion_mlp_sgd",
+            "schedule=cosine",
+            "~schedule.lr",
+            "schedule.initial_lr=0.2",
+        ],
+    )
+    assert build_schedule(fixed.schedule, steps_per_epoch=10, run_steps=100).initial_lr == 0.2

@@ -5,11 +5,11 @@ return without it.
 """
 
 
-def run(cfg, choices=None):
+def run(cfg, choices=None, extra_callbacks=()):
     """Train from a composed `conf/train.yaml` config; returns the final metrics as a dict."""
     from trainer.checks import check_config
 
     check_config(cfg)
     from trainer.train import train
 
-    return train(cfg, choices)
+    return train(cfg, choices, extra_callbacks)

@@ -1,46 +1,44 @@
 """Per-step values computed inside the compiled train step, kept in a small device buffer.
 
 Reading values back to the host every step would stall training (and Keras calls batch
-callbacks only once per `steps_per_execution` chunk), so each step writes its row
-`(step, lr, loss, mean_iou)` into a ring buffer of variables; `trainer.tracking.recorder`
-reads the buffer every few hundred steps.
+callbacks only once per `steps_per_execution` chunk), so each step writes one row
+`(step, lr, loss, confusion matrix of the batch)` into a ring buffer of variables, and
+`trainer.tracking.recorder` reads the buffer every few hundred steps. The batch's MeanIoU is
+computed from its confusion matrix on the host, then: on a CPU without XLA every extra op
+in the step costs executor time, and the matrix is already there for the epoch metric.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from metrics import batch_mean_iou
-
-COLUMNS = ("step", "lr", "loss", "mean_iou")
-
 
 class StepBuffer:
     """A ring buffer of `capacity` rows; the row of step k lives at k % capacity.
 
-    Row k holds k itself, so a reader can tell a row that is written from an old or empty one.
+    A row is `[step, lr, loss, *confusion.flatten()]` for `num_classes` classes. Row k holds
+    k itself, so a reader can tell a row that is written from an old or empty one.
     """
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, num_classes):
         self.capacity = int(capacity)
+        self.num_classes = int(num_classes)
+        width = 3 + self.num_classes**2
         self.rows = tf.Variable(
-            tf.fill((self.capacity, len(COLUMNS)), -1.0), trainable=False, name="step_buffer"
+            tf.fill((self.capacity, width), -1.0), trainable=False, name="step_buffer"
         )
 
-    def write(self, step, lr, loss, mean_iou):
-        row = tf.stack(
-            [
-                tf.cast(step, tf.float32),
-                tf.cast(lr, tf.float32),
-                tf.cast(loss, tf.float32),
-                tf.cast(mean_iou, tf.float32),
-            ]
+    def write(self, step, lr, loss, confusion):
+        head = tf.stack(
+            [tf.cast(step, tf.float32), tf.cast(lr, tf.float32), tf.cast(loss, tf.float32)]
         )
+        row = tf.concat([head, tf.reshape(tf.cast(confusion, tf.float32), (-1,))], axis=0)
         index = tf.math.floormod(tf.cast(step, tf.int64), self.capacity)
         self.rows.scatter_nd_update([[index]], [row])
 
     def read(self, first, stop):
-        """Rows of steps first .. stop-1 that are written, in order, as a NumPy array.
+        """Rows of steps first .. stop-1 that are written, in order: (steps, lrs, losses,
+        confusion matrices (n, K, K)) as NumPy arrays.
 
         Stops at the first row not (yet) holding its step, so the caller can ask again.
         """
@@ -56,23 +54,28 @@ class StepBuffer:
             if int(row[0]) != k:
                 break
             out.append(row)
-        return np.stack(out) if out else rows[:0]
+        block = np.stack(out) if out else rows[:0]
+        k = self.num_classes
+        return block[:, 0], block[:, 1], block[:, 2], block[:, 3:].reshape(-1, k, k)
 
 
 @keras.saving.register_keras_serializable(package="lrlab")
 class RecordingModel(keras.Model):
-    """A functional model whose train step also records `(step, lr, loss, mean_iou)`.
+    """A functional model whose train step also records the step's row in a `StepBuffer`.
 
     The step is Keras' own (`super().train_step`); around it this reads the optimizer's
     step k and rate `schedule(k)` before the update, and the batch's own loss (not Keras'
-    running mean) and MeanIoU from the same forward pass.
+    running mean) and confusion matrix (from the compiled `metrics.MeanIoU`) from the same
+    forward pass.
     """
 
     buffer = None
-    num_classes = None
+    mean_iou = None
 
-    def attach(self, buffer, num_classes):
-        self.buffer, self.num_classes = buffer, num_classes
+    def attach(self, buffer, mean_iou):
+        """Record into `buffer`; `mean_iou` is the compiled `metrics.MeanIoU`, whose batch
+        confusion matrix goes into the row (one matrix per step, not two)."""
+        self.buffer, self.mean_iou = buffer, mean_iou
         return self
 
     def train_step(self, data):
@@ -82,7 +85,7 @@ class RecordingModel(keras.Model):
         lr = self.optimizer.learning_rate  # schedule(step): the rate this update uses
         self._batch = {}
         logs = super().train_step(data)
-        self.buffer.write(step, lr, self._batch.pop("loss"), self._batch.pop("mean_iou"))
+        self.buffer.write(step, lr, self._batch.pop("loss"), self._batch.pop("confusion"))
         self._batch = None
         return logs
 
@@ -95,12 +98,13 @@ class RecordingModel(keras.Model):
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if getattr(self, "_batch", None) is not None:
-            self._batch["mean_iou"] = batch_mean_iou(y, y_pred, self.num_classes)
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            self._batch["confusion"] = self.mean_iou.batch_confusion
+        return logs
 
 
-def recording(model, buffer, num_classes):
+def recording(model, buffer, mean_iou):
     """The same layers as `model`, in a `RecordingModel` that writes to `buffer`."""
     wrapped = RecordingModel(inputs=model.inputs, outputs=model.outputs, name=model.name)
-    return wrapped.attach(buffer, num_classes)
+    return wrapped.attach(buffer, mean_iou)

@@ -27,12 +27,13 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run is marked FAILED with the step."""
 
 
-def train(cfg: DictConfig, choices: dict | None = None) -> dict:
+def train(cfg: DictConfig, choices: dict | None = None, extra_callbacks=()) -> dict:
     """Train, evaluate on the test set, and return the final metrics.
 
     Args:
         cfg: the composed config (`conf/train.yaml`).
         choices: the config group choices (`{"schedule": "sgdr", ...}`), for names and tags.
+        extra_callbacks: more Keras callbacks for `fit` (the benchmark's timer, say).
     """
     t = cfg.trainer
     keras.backend.clear_session()  # multirun jobs share the process
@@ -54,9 +55,10 @@ def train(cfg: DictConfig, choices: dict | None = None) -> dict:
     )
     optimizer = instantiate(cfg.optimizer, learning_rate=schedule)
     flush_every = cfg.tracking.flush_every_steps
-    buffer = StepBuffer(capacity=4 * flush_every + t.steps_per_execution)
-    model = recording(instantiate(cfg.model), buffer, dataset.num_classes)
+    # Room for 4 drain intervals and one chunk of steps (see StepRecorder).
+    buffer = StepBuffer(4 * flush_every + t.steps_per_execution, dataset.num_classes)
     mean_iou = MeanIoU(dataset.num_classes)
+    model = recording(instantiate(cfg.model), buffer, mean_iou)
     model.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
@@ -102,7 +104,7 @@ def train(cfg: DictConfig, choices: dict | None = None) -> dict:
             flush_every,
             checkpoint_path=run_dir / "best.keras" if t.checkpoint else None,
         )
-        callbacks = [recorder]
+        callbacks = [recorder, *extra_callbacks]
         if t.early_stopping_patience is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(

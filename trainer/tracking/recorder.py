@@ -16,7 +16,7 @@ import time
 import keras
 import numpy as np
 
-from trainer.recording import COLUMNS
+from metrics import mean_iou_np
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class StepRecorder(keras.callbacks.Callback):
         self.checkpoint_path = checkpoint_path
         self.monitor = monitor
         self.recorded = 0  # steps handed to the writer so far
+        # The buffer holds 4 F + S rows (F = flush_every, S = steps per execution): the loop
+        # waits once 3 F are unread, leaving F + S rows for the steps already in flight.
+        self._max_unread = 3 * self.flush_every
         self.nan_step = None
         self.best = math.inf
         self._lock = threading.Lock()
@@ -50,6 +53,14 @@ class StepRecorder(keras.callbacks.Callback):
         self._train_seconds = None
 
     # --- per step ---------------------------------------------------------------------
+    def on_train_batch_begin(self, batch, logs=None):
+        # Keras runs batch-end hooks in a thread pool and does not wait for them within an
+        # epoch. Should a drain fall behind (a slow sink), the training loop waits here,
+        # before the ring buffer could be overwritten.
+        started = self._epoch_first_step + batch
+        if started - self.recorded > self._max_unread:
+            self.drain(started)
+
     def on_train_batch_end(self, batch, logs=None):
         done = self._epoch_first_step + batch + 1  # steps finished, without a device read
         if done - self.recorded >= self.flush_every:
@@ -60,20 +71,19 @@ class StepRecorder(keras.callbacks.Callback):
         with self._lock:
             if stop is None:
                 stop = int(self.model.optimizer.iterations.numpy())
-            rows = self.buffer.read(self.recorded, stop)
-            if not len(rows):
+            steps, lrs, losses, confusions = self.buffer.read(self.recorded, stop)
+            if not len(steps):
                 return
-            bad = ~np.isfinite(rows[:, COLUMNS.index("loss")])
+            bad = ~np.isfinite(losses)
             if bad.any() and self.nan_step is None:
-                self.nan_step = int(rows[bad.argmax(), 0])
+                self.nan_step = int(steps[bad.argmax()])
                 log.error(
-                    "loss is %s at step %d; stopping training",
-                    rows[bad.argmax(), COLUMNS.index("loss")],
-                    self.nan_step,
+                    "loss is %s at step %d; stopping training", losses[bad.argmax()], self.nan_step
                 )
                 self.model.stop_training = True
-            self.writer.steps(rows)
-            self.recorded += len(rows)
+            # Columns as in trainer.tracking.rows.COLUMNS: step, lr, loss, mean_iou.
+            self.writer.steps(np.column_stack([steps, lrs, losses, mean_iou_np(confusions)]))
+            self.recorded += len(steps)
 
     # --- per epoch --------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainer.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
-from trainer.tracking.writer import BackgroundWriter
+from trainer.tracking.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -70,12 +69,13 @@ class TrackedRun:
 
     def __enter__(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        sinks = [CsvSink(self.run_dir / "steps.csv")]
+        sinks = [("csv", {"path": str(self.run_dir / "steps.csv")})]
         if self.tracking.tensorboard:
-            sinks.append(TensorBoardSink(self.run_dir / "tensorboard"))
+            sinks.append(("tensorboard", {"logdir": str(self.run_dir / "tensorboard")}))
         if self.tracking.mlflow:
-            sinks.append(self._start_mlflow())
-        self.writer = BackgroundWriter(sinks, strict=self.tracking.strict)
+            self._start_mlflow()
+            sinks.append(("mlflow", {"uri": self.tracking.uri, "run_id": self.run_id}))
+        self.writer = WriterProcess(sinks, strict=self.tracking.strict)
         return self
 
     def _start_mlflow(self):
@@ -101,7 +101,6 @@ class TrackedRun:
             self.tracking.experiment,
             self.tracking.uri,
         )
-        return MlflowSink(client, self.run_id)
 
     def _artifact_location(self):
         """Artifacts beside a SQLite store (instead of the working directory)."""

@@ -1,5 +1,7 @@
 """Where tracked values go: MLflow, TensorBoard event files, and a CSV in the run folder.
 
+Sinks run in the writer process (`trainer.tracking.writer`), built there from plain
+arguments, and import neither TensorFlow nor anything of the training process.
 Per-step rows become `train/lr`, `train/loss` and `train/mean_iou` at step k in every sink.
 """
 
@@ -7,16 +9,16 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
-STEP_METRICS = {"lr": "train/lr", "loss": "train/loss", "mean_iou": "train/mean_iou"}
+from trainer.tracking.rows import COLUMNS, STEP_METRICS
 
 
 def _rows_as_metrics(rows):
     """(name, value, step) for every per-step value in `rows`."""
-    from trainer.recording import COLUMNS
-
     for row in rows:
         step = int(row[0])
         for column, name in STEP_METRICS.items():
@@ -24,12 +26,14 @@ def _rows_as_metrics(rows):
 
 
 class MlflowSink:
-    """Batched MLflow logging: one `log_batch` per at most 1000 values."""
+    """Batched MLflow logging to an existing run: one `log_batch` per at most 1000 values."""
 
     MAX_BATCH = 1000
 
-    def __init__(self, client, run_id):
-        self.client, self.run_id = client, run_id
+    def __init__(self, uri, run_id):
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.run_id = MlflowClient(tracking_uri=uri), run_id
 
     def steps(self, rows):
         self._log(list(_rows_as_metrics(rows)))
@@ -55,13 +59,24 @@ class MlflowSink:
 
 
 class TensorBoardSink:
-    """Scalar summaries written by TensorBoard's own event writer, without TensorFlow ops."""
+    """Scalar summaries in a TensorBoard event file, written without TensorFlow.
+
+    TensorBoard's own record framing (length, masked CRC32C, data, masked CRC32C) over a
+    plain file, so the writer process never imports TensorFlow.
+    """
 
     def __init__(self, logdir):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
         self.logdir = Path(logdir)
-        self.writer = EventFileWriter(str(self.logdir), max_queue_size=1000, flush_secs=30)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+        self.file = (self.logdir / name).open("wb")
+        self.records = RecordWriter(self.file)
+        self.records.write(
+            Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()
+        )
 
     def steps(self, rows):
         self._write(_rows_as_metrics(rows))
@@ -76,21 +91,19 @@ class TensorBoardSink:
         now = time.time()
         for name, value, step in triples:
             summary = Summary(value=[Summary.Value(tag=name, simple_value=value)])
-            self.writer.add_event(Event(wall_time=now, step=step, summary=summary))
+            self.records.write(Event(wall_time=now, step=step, summary=summary).SerializeToString())
 
     def flush(self):
-        self.writer.flush()
+        self.records.flush()
 
     def close(self):
-        self.writer.close()
+        self.records.close()
 
 
 class CsvSink:
     """`steps.csv` in the run folder: step,lr,loss,mean_iou, one row per step (for plots)."""
 
     def __init__(self, path):
-        from trainer.recording import COLUMNS
-
         self.path = Path(path)
         self.file = self.path.open("w", newline="")
         self.writer = csv.writer(self.file)
@@ -110,3 +123,6 @@ class CsvSink:
 
     def close(self):
         self.file.close()
+
+
+SINKS = {"csv": CsvSink, "tensorboard": TensorBoardSink, "mlflow": MlflowSink}
