@@ -295,3 +295,108 @@ def test_config_composes(overrides):
     cfg = compose_config("train", overrides)
     assert cfg.model._target_.startswith("trainer.models.")
     assert cfg.model.num_classes == cfg.dataset.num_classes == 10
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_sweep_makes_one_finished_run_per_value(workdir):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "-m",
+            "model=mlp",
+            "schedule=clr",
+            "schedule.max_lr=1e-3,3e-3",
+            "schedule.step_size=4",
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=10",
+            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+            f"hydra.sweep.dir={workdir}/sweep",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert sorted(r.data.params["schedule.max_lr"] for r in runs) == ["0.001", "0.003"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(10))
+    assert len(list((workdir / "sweep").glob("*/tensorboard"))) == 2
+
+
+def test_logs_to_an_mlflow_server_named_by_the_environment(workdir):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{workdir}/server.db",
+            "--artifacts-destination",
+            str(workdir / "server-artifacts"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        import urllib.request
+
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "LRLAB_DATA_DIR": str(DATASETS),
+            "MLFLOW_TRACKING_URI": uri,
+        }
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trainer",
+                "model=mlp",
+                "trainer.epochs=1",
+                "trainer.limit_train_batches=15",
+                f"output_dir={workdir}/run",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        client, (run,) = mlflow_runs(uri)
+        assert run.info.status == "FINISHED"
+        assert [s for s, _ in mlflow_history(client, run, "train/loss")] == list(range(15))
+        assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
