@@ -41,6 +41,19 @@ def small(tmp_path, *overrides, batches=12, epochs=2):
     )
 
 
+def trainer_command(*args, **env):
+    """argv and environment for `python -m trainer ARGS` as a user runs it, on the real data."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
+    return [sys.executable, "-m", "trainer", *args], {**environment, **env}
+
+
+def run_trainer(*args, **env):
+    argv, environment = trainer_command(*args, **env)
+    return subprocess.run(
+        argv, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
 def expected_rates(cfg, steps):
     t = cfg.trainer
     schedule = build_schedule(
@@ -224,24 +237,16 @@ def test_an_exception_keeps_every_step_and_marks_the_run_failed(workdir):
 
 
 def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
+    argv, env = trainer_command(
+        "model=mlp",
+        "trainer.epochs=50",
+        f"output_dir={workdir}/run",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        "tracking.flush_every_steps=20",
+        "trainer.limit_train_batches=200",
+    )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "model=mlp",
-            "trainer.epochs=50",
-            f"output_dir={workdir}/run",
-            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
-            "tracking.flush_every_steps=20",
-            "trainer.limit_train_batches=200",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     steps_csv = workdir / "run" / "steps.csv"
     deadline = time.time() + 120
@@ -260,25 +265,13 @@ def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
 
 
 def test_bad_override_fails_fast_with_a_clear_message(workdir):
-    out = subprocess.run(
-        [sys.executable, "-m", "trainer", "trainer.batch_size=0", "schedule=cosine"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_trainer("trainer.batch_size=0", "schedule=cosine")
     assert out.returncode != 0
     assert (
         "trainer.batch_size must be a whole number >= 1. Received: trainer.batch_size=0"
         in out.stderr
     )
-    unknown = subprocess.run(
-        [sys.executable, "-m", "trainer", "schedule=cosin"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    unknown = run_trainer("schedule=cosin")
     assert "Could not find 'schedule/cosin'" in unknown.stderr and "cosine" in unknown.stderr
 
 
@@ -306,27 +299,16 @@ def _free_port():
 
 
 def test_a_sweep_makes_one_finished_run_per_value(workdir):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "-m",
-            "model=mlp",
-            "schedule=clr",
-            "schedule.max_lr=1e-3,3e-3",
-            "schedule.step_size=4",
-            "trainer.epochs=1",
-            "trainer.limit_train_batches=10",
-            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
-            f"hydra.sweep.dir={workdir}/sweep",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = run_trainer(
+        "-m",
+        "model=mlp",
+        "schedule=clr",
+        "schedule.max_lr=1e-3,3e-3",
+        "schedule.step_size=4",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=10",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        f"hydra.sweep.dir={workdir}/sweep",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
@@ -370,27 +352,12 @@ def test_logs_to_an_mlflow_server_named_by_the_environment(workdir):
             except OSError:
                 assert time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "LRLAB_DATA_DIR": str(DATASETS),
-            "MLFLOW_TRACKING_URI": uri,
-        }
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "trainer",
-                "model=mlp",
-                "trainer.epochs=1",
-                "trainer.limit_train_batches=15",
-                f"output_dir={workdir}/run",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        out = run_trainer(
+            "model=mlp",
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=15",
+            f"output_dir={workdir}/run",
+            MLFLOW_TRACKING_URI=uri,
         )
         assert out.returncode == 0, out.stderr[-3000:]
         client, (run,) = mlflow_runs(uri)
