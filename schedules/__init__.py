@@ -15,6 +15,7 @@ from schedules.one_cycle import OneCycle
 from schedules.piecewise import PiecewiseConstant
 from schedules.plateau import PlateauCallback, ReduceOnPlateau
 from schedules.polynomial import PolynomialDecay
+from schedules.range_test import RangeTest
 from schedules.sequence import Sequence
 from schedules.sgdr import SGDR
 from schedules.step import StepDecay
@@ -33,6 +34,7 @@ __all__ = [
     "PiecewiseConstant",
     "PlateauCallback",
     "PolynomialDecay",
+    "RangeTest",
     "ReduceOnPlateau",
     "Schedule",
     "Sequence",

@@ -100,3 +100,10 @@ def one_cycle(
             return a + (b - a) * pct
         begin = end
     raise AssertionError("unreachable")
+
+
+def range_test(k, min_lr, max_lr, num_steps, sweep="exponential"):
+    t = min(k, num_steps - 1) / (num_steps - 1)
+    if sweep == "exponential":
+        return min_lr * (max_lr / min_lr) ** t
+    return min_lr + (max_lr - min_lr) * t

@@ -17,7 +17,7 @@ from tests.conftest import SCHEDULE_NAMES, compose_config
 STEPS_PER_EPOCH = 10
 RUN_STEPS = 60
 # Lengths some configs give in steps, shrunk to the test's scale.
-SMALL = {"clr": ["schedule.step_size=7"]}
+SMALL = {"clr": ["schedule.step_size=7"], "range_test": ["schedule.num_steps=50"]}
 VARIANTS = [(name, ()) for name in SCHEDULE_NAMES] + [
     ("step", ("warmup=linear", "warmup.warmup_epochs=0.5")),
     ("cosine", ("plateau=reduce",)),

@@ -78,6 +78,8 @@ CASES = [
         dict(base_lr=0.001, max_lr=0.006, step_size=400, mode="exp_range", gamma=0.9995),
     ),
     (S.OneCycle, ref.one_cycle, dict(max_lr=0.1, total_steps=4000)),
+    (S.RangeTest, ref.range_test, dict(min_lr=1e-7, max_lr=10.0, num_steps=3000)),
+    (S.RangeTest, ref.range_test, dict(min_lr=1e-4, max_lr=1.0, num_steps=3000, sweep="linear")),
     (
         S.OneCycle,
         ref.one_cycle,

@@ -15,6 +15,7 @@ GOOD = {
     S.SGDR: dict(initial_lr=0.1, first_cycle_steps=10),
     S.CyclicalLR: dict(base_lr=0.01, max_lr=0.1, step_size=10),
     S.OneCycle: dict(max_lr=0.1, total_steps=100),
+    S.RangeTest: dict(min_lr=1e-7, max_lr=10.0, num_steps=100),
 }
 
 BAD = [
@@ -56,6 +57,9 @@ BAD = [
     (S.OneCycle, "total_steps", 2, "long enough"),
     (S.OneCycle, "div_factor", 0, "> 0"),
     (S.OneCycle, "final_div_factor", -1, "> 0"),
+    (S.RangeTest, "max_lr", 1e-8, "> min_lr"),
+    (S.RangeTest, "num_steps", 1, ">= 2"),
+    (S.RangeTest, "sweep", "log", "one of ['exponential', 'linear']"),
 ]
 
 

@@ -58,5 +58,54 @@ def check_config(cfg: DictConfig) -> None:
             f"a config with a `_target_` (pick one with {key}=<name>)",
             node,
         )
+    need(cfg.mode in ("train", "lr_find"), "mode", "train or lr_find", cfg.mode)
+    f = cfg.lr_find
+    need(_number(f.min_lr) and f.min_lr > 0, "lr_find.min_lr", "> 0", f.min_lr)
+    need(
+        _number(f.max_lr) and _number(f.min_lr) and f.max_lr > f.min_lr,
+        "lr_find.max_lr",
+        f"> lr_find.min_lr ({f.min_lr})",
+        f.max_lr,
+    )
+    need(
+        _whole(f.num_steps) and f.num_steps >= 2,
+        "lr_find.num_steps",
+        "a whole number >= 2",
+        f.num_steps,
+    )
+    need(f.sweep in ("exponential", "linear"), "lr_find.sweep", "exponential or linear", f.sweep)
+    need(
+        _number(f.smoothing) and 0 <= f.smoothing < 1, "lr_find.smoothing", "in [0, 1)", f.smoothing
+    )
+    need(
+        _number(f.divergence_factor) and f.divergence_factor > 1,
+        "lr_find.divergence_factor",
+        "> 1",
+        f.divergence_factor,
+    )
+    need(
+        f.suggestion in ("valley", "steepest", "minimum"),
+        "lr_find.suggestion",
+        "valley, steepest or minimum",
+        f.suggestion,
+    )
+    schedule = cfg.get("schedule") or {}
+    for key, value in schedule.items():
+        if value == "auto":
+            need(
+                key in AUTO_KEYS,
+                f"schedule.{key}",
+                f"a number (only {' and '.join(AUTO_KEYS)} may be auto)",
+                value,
+            )
+            need(cfg.mode == "train", "mode", "train when a schedule key is auto", cfg.mode)
     if problems:
         raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+# Schedule keys that `auto` may set from the range test's suggestion.
+AUTO_KEYS = ("max_lr", "initial_lr")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -27,20 +27,48 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run is marked FAILED with the step."""
 
 
-def train(cfg: DictConfig, choices: dict | None = None, extra_callbacks=()) -> dict:
+def _prepare(cfg, choices, mode):
+    """Seeded session, the dataset's splits, the run's names and its tags."""
+    keras.backend.clear_session()  # multirun jobs share the process
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    dataset = instantiate(cfg.dataset)
+    data = dataset.load()
+    choices = choices or {}
+    names = {
+        group: choices.get(group) or _target_name(cfg[group])
+        for group in ("model", "dataset", "schedule", "optimizer")
+    }
+    names["dataset"] = dataset.name
+    commit, dirty = git_commit()
+    tags = {
+        "lrlab.model": names["model"],
+        "lrlab.dataset": names["dataset"],
+        "lrlab.schedule": names["schedule"],
+        "lrlab.optimizer": names["optimizer"],
+        "lrlab.command": command_line(),
+        "lrlab.data_source": data.source,
+        "lrlab.data_sha256": data.checksum,
+        "mode": mode,
+        "mlflow.source.git.commit": commit,
+        "lrlab.git_dirty": str(dirty).lower(),
+    }
+    return dataset, data, names, tags
+
+
+def train(
+    cfg: DictConfig, choices: dict | None = None, extra_callbacks=(), extra_tags=None
+) -> dict:
     """Train, evaluate on the test set, and return the final metrics.
 
     Args:
         cfg: the composed config (`conf/train.yaml`).
         choices: the config group choices (`{"schedule": "sgdr", ...}`), for names and tags.
         extra_callbacks: more Keras callbacks for `fit` (the benchmark's timer, say).
+        extra_tags: more MLflow tags (the range test that chose an `auto` rate, say).
     """
     t = cfg.trainer
-    keras.backend.clear_session()  # multirun jobs share the process
-    keras.utils.set_random_seed(t.seed)
-
-    dataset = instantiate(cfg.dataset)
-    data = dataset.load()
+    dataset, data, names, tags = _prepare(cfg, choices, "train")
+    tags.update(extra_tags or {})
     steps_per_epoch = math.ceil(len(data.x_train) / t.batch_size)
     if t.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, t.limit_train_batches)
@@ -67,26 +95,7 @@ def train(cfg: DictConfig, choices: dict | None = None, extra_callbacks=()) -> d
         jit_compile=t.jit_compile,
     )
 
-    choices = choices or {}
-    names = {
-        group: choices.get(group) or _target_name(cfg[group])
-        for group in ("model", "dataset", "schedule", "optimizer")
-    }
-    names["dataset"] = dataset.name
     run_name = f"{names['model']}-{names['dataset']}-{names['schedule']}"
-    commit, dirty = git_commit()
-    tags = {
-        "lrlab.model": names["model"],
-        "lrlab.dataset": names["dataset"],
-        "lrlab.schedule": names["schedule"],
-        "lrlab.optimizer": names["optimizer"],
-        "lrlab.command": command_line(),
-        "lrlab.data_source": data.source,
-        "lrlab.data_sha256": data.checksum,
-        "lrlab.mode": "train",
-        "mlflow.source.git.commit": commit,
-        "lrlab.git_dirty": str(dirty).lower(),
-    }
     run_dir = Path(cfg.output_dir)
     log.info(
         "%s: %d epochs of %d steps (batch %d), %r",
@@ -173,6 +182,75 @@ def train(cfg: DictConfig, choices: dict | None = None, extra_callbacks=()) -> d
             ),
         )
         return final
+
+
+def find_lr(cfg: DictConfig, choices: dict | None = None, subfolder=None) -> dict:
+    """Run the learning-rate range test as its own tracked run; returns the suggestions.
+
+    Args:
+        cfg: the composed config; `cfg.lr_find` holds the test's settings.
+        choices: the config group choices, for names and tags.
+        subfolder: put the run's files in this folder of `cfg.output_dir` (for `auto`).
+    """
+    from trainer.lr_find import plot, range_test
+
+    t, f = cfg.trainer, cfg.lr_find
+    dataset, data, names, tags = _prepare(cfg, choices, "lr_find")
+    run_name = f"lr_find-{names['model']}-{names['dataset']}-{names['optimizer']}"
+    run_dir = Path(cfg.output_dir) / (subfolder or "")
+    params = flatten(
+        {key: cfg[key] for key in ("dataset", "model", "optimizer", "trainer", "lr_find")}
+    )
+    with TrackedRun(cfg.tracking, run_dir, run_name, params, tags, step_csv=False) as run:
+        result = range_test(
+            instantiate(cfg.model),
+            lambda lr: instantiate(cfg.optimizer, learning_rate=lr),
+            batches(data.x_train, data.y_train, t.batch_size, shuffle_seed=t.seed),
+            "sparse_categorical_crossentropy",
+            dataset.num_classes,
+            min_lr=f.min_lr,
+            max_lr=f.max_lr,
+            num_steps=f.num_steps,
+            sweep=f.sweep,
+            smoothing=f.smoothing,
+            divergence_factor=f.divergence_factor,
+        )
+        for k, (lr, loss, smoothed) in enumerate(zip(result.lrs, result.losses, result.smoothed)):
+            run.writer.scalars(
+                {"lr_find/lr": lr, "lr_find/loss": loss, "lr_find/smoothed_loss": smoothed}, k
+            )
+        chosen = result.suggestions[f.suggestion]
+        final = {
+            "lr_find/suggested_lr": chosen,
+            **{f"lr_find/suggested_lr_{rule}": v for rule, v in result.suggestions.items()},
+            "lr_find/steps": float(len(result.lrs)),
+        }
+        run.writer.scalars({k: v for k, v in final.items() if math.isfinite(v)}, 0)
+        np.savetxt(
+            run_dir / "lr_find.csv",
+            np.column_stack([result.lrs, result.losses, result.smoothed]),
+            delimiter=",",
+            header="lr,loss,smoothed_loss",
+            comments="",
+        )
+        run.log_artifact(run_dir / "lr_find.csv")
+        run.log_artifact(plot(result, run_dir / "lr_find.png", run_name, chosen=f.suggestion))
+        run.set_tags({"lrlab.lr_find.stopped": result.stopped, "lrlab.lr_find.rule": f.suggestion})
+        if not math.isfinite(chosen):
+            run.failure = "no suggestion"
+            raise ValueError(
+                f"{run_name}: the range test gave no {f.suggestion!r} suggestion "
+                f"({result.stopped} after {len(result.lrs)} steps); widen lr_find.min_lr.."
+                "lr_find.max_lr or raise lr_find.num_steps."
+            )
+        log.info(
+            "%s: suggested learning rate %.4g (%s); plot %s",
+            run_name,
+            chosen,
+            f.suggestion,
+            run_dir / "lr_find.png",
+        )
+        return {**final, "run_id": run.run_id, "stopped": result.stopped}
 
 
 def _log_curves(run, run_dir, run_name):

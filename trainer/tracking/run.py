@@ -58,18 +58,19 @@ def git_commit():
 class TrackedRun:
     """Opens the sinks for a run in `run_dir` and the MLflow run when tracking.mlflow is on."""
 
-    def __init__(self, tracking, run_dir, run_name, params, tags):
+    def __init__(self, tracking, run_dir, run_name, params, tags, step_csv=True):
         self.tracking = tracking
         self.run_dir = Path(run_dir)
         self.run_name = run_name
         self.params = params
         self.tags = tags
+        self.step_csv = step_csv
         self.run_id = None
         self.failure = None  # set to a reason to end as FAILED without an exception
 
     def __enter__(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        sinks = [("csv", {"path": str(self.run_dir / "steps.csv")})]
+        sinks = [("csv", {"path": str(self.run_dir / "steps.csv")})] if self.step_csv else []
         if self.tracking.tensorboard:
             sinks.append(("tensorboard", {"logdir": str(self.run_dir / "tensorboard")}))
         if self.tracking.mlflow:

@@ -1,0 +1,191 @@
+"""The learning-rate range test: raise the rate every step, record the batch loss, suggest a rate.
+
+`python -m trainer mode=lr_find` runs it as its own tracked run; `schedule.max_lr=auto` (or
+`schedule.initial_lr=auto`) runs it first and trains with its suggestion.
+
+The sweep trains a copy of the model (same weights) with a fresh optimizer of the configured
+kind, so the model it was given is left exactly as it was, untrained, and its optimizer
+untouched. Each step's batch loss comes from the recording train step (not Keras' running
+mean since the epoch began, which lags and biases the curve toward high rates).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from metrics import MeanIoU
+from schedules import RangeTest
+from trainer.recording import StepBuffer, recording
+
+log = logging.getLogger(__name__)
+
+RULES = ("valley", "steepest", "minimum")
+
+
+@dataclass
+class RangeTestResult:
+    """Per-step rates, batch losses and smoothed losses, and the suggestions."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    stopped: str  # "completed", "diverged" or "non-finite loss"
+    suggestions: dict = field(default_factory=dict)
+
+
+def smooth(losses, beta):
+    """Exponential moving average with bias correction: avg_k / (1 - beta**(k+1))."""
+    out, avg = np.empty(len(losses)), 0.0
+    for k, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out[k] = avg / (1 - beta ** (k + 1))
+    return out
+
+
+def suggest(lrs, smoothed):
+    """Three suggestions from a range test (NaN where the curve gives none).
+
+    - valley (the default): in the longest stretch where the smoothed loss keeps falling,
+      the rate two thirds down the stretch (fastai's `valley`, robust on noisy curves);
+    - steepest: where the smoothed loss falls fastest against log rate, up to its minimum;
+    - minimum: the rate at the smoothed loss's minimum, divided by 10.
+    """
+    finite = np.isfinite(smoothed)
+    lrs, smoothed = lrs[finite], smoothed[finite]
+    if len(lrs) < 3:
+        return {rule: math.nan for rule in RULES}
+    best = int(np.argmin(smoothed))
+    out = {"minimum": float(lrs[best] / 10)}
+    head = slice(0, max(best, 2) + 1)
+    slope = np.gradient(smoothed[head], np.log(lrs[head]))
+    out["steepest"] = float(lrs[head][int(np.argmin(slope))])
+    # Longest decreasing subsequence ending at each point (O(n^2), n is a few hundred).
+    n = len(smoothed)
+    length = np.ones(n, dtype=int)
+    for i in range(1, n):
+        earlier = smoothed[:i] > smoothed[i]
+        if earlier.any():
+            length[i] = length[:i][earlier].max() + 1
+    end = int(np.argmax(length))
+    start = end - length[end] + 1
+    third = (end - start) / 3
+    out["valley"] = float(lrs[start + int(third) + int(third / 2)])
+    return out
+
+
+class _DivergenceWatch(keras.callbacks.Callback):
+    """Stops the sweep when the smoothed loss exceeds `factor` x its best, or goes non-finite."""
+
+    def __init__(self, buffer, beta, factor):
+        super().__init__()
+        self.buffer, self.beta, self.factor = buffer, beta, factor
+        self.avg, self.best, self.stopped = 0.0, math.inf, "completed"
+
+    def on_train_batch_end(self, batch, logs=None):
+        _, _, losses, _ = self.buffer.read(batch, batch + 1)
+        loss = float(losses[0])
+        if not math.isfinite(loss):
+            self.stopped, self.model.stop_training = "non-finite loss", True
+            return
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        smoothed = self.avg / (1 - self.beta ** (batch + 1))
+        if batch > 0 and smoothed > self.factor * self.best:
+            self.stopped, self.model.stop_training = "diverged", True
+        self.best = min(self.best, smoothed)
+
+
+def range_test(
+    model,
+    make_optimizer,
+    train_ds,
+    loss,
+    num_classes,
+    *,
+    min_lr=1e-7,
+    max_lr=10.0,
+    num_steps=200,
+    sweep="exponential",
+    smoothing=0.98,
+    divergence_factor=4.0,
+):
+    """Run the range test on a copy of `model`; `model` itself is left untouched.
+
+    Args:
+        model: a built Keras model (its weights are copied, never changed).
+        make_optimizer: `make_optimizer(learning_rate)` -> a fresh optimizer.
+        train_ds: batches of (x, y); repeated as needed.
+        loss: the training loss.
+        num_classes: for the MeanIoU metric the recording step reads.
+        min_lr, max_lr, num_steps, sweep: the sweep (`schedules.RangeTest`).
+        smoothing: beta of the bias-corrected moving average of the loss, in [0, 1).
+        divergence_factor: stop once the smoothed loss exceeds this times its best, > 1.
+    """
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"lr_find.smoothing must be in [0, 1). Received: {smoothing!r}")
+    if not divergence_factor > 1:
+        raise ValueError(f"lr_find.divergence_factor must be > 1. Received: {divergence_factor!r}")
+    schedule = RangeTest(min_lr, max_lr, num_steps, sweep)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    buffer = StepBuffer(num_steps + 1, num_classes)
+    mean_iou = MeanIoU(num_classes)
+    probe = recording(copy, buffer, mean_iou)
+    probe.compile(optimizer=make_optimizer(schedule), loss=loss, metrics=[mean_iou])
+    watch = _DivergenceWatch(buffer, smoothing, divergence_factor)
+    probe.fit(
+        train_ds.repeat(),
+        steps_per_epoch=num_steps,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=[watch],
+    )
+    steps_done = int(probe.optimizer.iterations.numpy())
+    _, lrs, losses, _ = buffer.read(0, steps_done)
+    lrs, losses = lrs.astype(np.float64), losses.astype(np.float64)
+    smoothed = smooth(np.where(np.isfinite(losses), losses, np.nan), smoothing)
+    result = RangeTestResult(lrs, losses, smoothed, watch.stopped, suggest(lrs, smoothed))
+    log.info(
+        "range test: %d of %d steps (%s), rates %.3g .. %.3g; suggestions %s",
+        steps_done,
+        num_steps,
+        watch.stopped,
+        lrs[0],
+        lrs[-1],
+        ", ".join(f"{k}={v:.3g}" for k, v in result.suggestions.items()),
+    )
+    return result
+
+
+def plot(result, path, title="", chosen="valley"):
+    """Loss (batch and smoothed) against the rate, log x, with the suggestions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    ax.plot(result.lrs, result.losses, lw=0.6, alpha=0.4, label="batch loss")
+    ax.plot(result.lrs, result.smoothed, lw=1.6, label="smoothed loss")
+    colours = {"valley": "tab:green", "steepest": "tab:orange", "minimum": "tab:red"}
+    for rule, lr in result.suggestions.items():
+        if math.isfinite(lr):
+            mark = " (used by auto)" if rule == chosen else ""
+            ax.axvline(lr, color=colours[rule], ls="--", lw=1.2, label=f"{rule}: {lr:.3g}{mark}")
+    ax.set_xscale("log")
+    finite = result.smoothed[np.isfinite(result.smoothed)]
+    if len(finite):
+        low, high = finite.min(), finite[: max(int(np.argmin(finite)), 1) + 1].max()
+        ax.set_ylim(low - 0.1 * (high - low), high + 0.25 * (high - low))
+    ax.set(xlabel="learning rate (log scale)", ylabel="loss", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
