@@ -46,7 +46,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 import trainer  # noqa: E402
-from schedules import build_schedule  # noqa: E402
+from schedules.build import from_config  # noqa: E402
 from trainer.data import batches  # noqa: E402
 
 log = logging.getLogger("bench.throughput")
@@ -101,10 +101,8 @@ def keras_fit(cfg, callbacks):
     if "mnist" not in _DATA:
         _DATA["mnist"] = instantiate(cfg.dataset).load()
     data = _DATA["mnist"]
-    schedule = build_schedule(
-        cfg.schedule,
-        steps_per_epoch=t.limit_train_batches,
-        run_steps=t.epochs * t.limit_train_batches,
+    schedule = from_config(
+        cfg, steps_per_epoch=t.limit_train_batches, run_steps=t.epochs * t.limit_train_batches
     )
     model = instantiate(cfg.model)
     model.compile(

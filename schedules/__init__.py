@@ -5,7 +5,7 @@ their schedule. `python -m schedules` previews any `conf/schedule/*.yaml` withou
 """
 
 from schedules.base import Schedule
-from schedules.build import build_schedule
+from schedules.build import build_schedule, from_config
 from schedules.constant import Constant
 from schedules.cosine import CosineDecay
 from schedules.cyclical import SCALE_FUNCTIONS, CyclicalLR, register_scale_fn
@@ -40,5 +40,6 @@ __all__ = [
     "Sequence",
     "StepDecay",
     "build_schedule",
+    "from_config",
     "register_scale_fn",
 ]

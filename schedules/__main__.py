@@ -14,19 +14,13 @@ log = logging.getLogger("schedules")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preview")
 def main(cfg: DictConfig) -> None:
-    from schedules.build import build_schedule
+    from schedules.build import from_config
     from schedules.preview import curve, plot, write_csv
 
     p = cfg.preview
     if not isinstance(p.steps, int) or p.steps < 1:
         raise ValueError(f"preview.steps must be a whole number >= 1. Received: {p.steps!r}")
-    schedule = build_schedule(
-        cfg.schedule,
-        cfg.get("warmup"),
-        cfg.get("plateau"),
-        steps_per_epoch=p.steps_per_epoch,
-        run_steps=p.steps,
-    )
+    schedule = from_config(cfg, steps_per_epoch=p.steps_per_epoch, run_steps=p.steps)
     values = curve(schedule, p.steps)
     log.info(
         "%r: lr(0)=%.6g, min=%.6g, max=%.6g, lr(%d)=%.6g",

@@ -127,6 +127,17 @@ def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, ru
     return built
 
 
+def from_config(cfg, steps_per_epoch=None, run_steps=None):
+    """`build_schedule` from a composed app config: its `schedule`, `warmup` and `plateau`."""
+    return build_schedule(
+        cfg.schedule,
+        cfg.get("warmup"),
+        cfg.get("plateau"),
+        steps_per_epoch=steps_per_epoch,
+        run_steps=run_steps,
+    )
+
+
 def _instantiate(group, cfg, **kwargs):
     if "_target_" not in cfg:
         raise ValueError(f"{group}: the config has no `_target_`; pick one with {group}=<name>.")

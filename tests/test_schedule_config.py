@@ -3,19 +3,13 @@
 import pytest
 
 import schedules as S
-from schedules.build import build_schedule, to_steps
+from schedules.build import build_schedule, from_config, to_steps
 from tests.conftest import compose_config
 
 
 def build(overrides, steps_per_epoch=100, run_steps=1000):
     cfg = compose_config("preview", overrides)
-    return build_schedule(
-        cfg.schedule,
-        cfg.get("warmup"),
-        cfg.get("plateau"),
-        steps_per_epoch=steps_per_epoch,
-        run_steps=run_steps,
-    )
+    return from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
 
 
 def test_epoch_keys_become_steps_with_the_steps_per_epoch():

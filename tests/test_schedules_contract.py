@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from schedules import PlateauCallback, ReduceOnPlateau, build_schedule
+from schedules import PlateauCallback, ReduceOnPlateau
+from schedules.build import from_config
 from tests.conftest import SCHEDULE_NAMES, compose_config
 
 STEPS_PER_EPOCH = 10
@@ -27,13 +28,7 @@ IDS = [name + "".join(f"[{o}]" for o in extra) for name, extra in VARIANTS]
 
 def build(name, extra=()):
     cfg = compose_config("preview", [f"schedule={name}", *SMALL.get(name, []), *extra])
-    return build_schedule(
-        cfg.schedule,
-        cfg.get("warmup"),
-        cfg.get("plateau"),
-        steps_per_epoch=STEPS_PER_EPOCH,
-        run_steps=RUN_STEPS,
-    )
+    return from_config(cfg, steps_per_epoch=STEPS_PER_EPOCH, run_steps=RUN_STEPS)
 
 
 @keras.saving.register_keras_serializable(package="lrlab_tests")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import trainer
-from schedules import build_schedule
+from schedules.build import from_config
 from tests.conftest import DATASETS, ROOT, compose_config
 from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
 
@@ -56,12 +56,8 @@ def run_trainer(*args, **env):
 
 def expected_rates(cfg, steps):
     t = cfg.trainer
-    schedule = build_schedule(
-        cfg.schedule,
-        cfg.get("warmup"),
-        cfg.get("plateau"),
-        steps_per_epoch=t.limit_train_batches,
-        run_steps=t.epochs * t.limit_train_batches,
+    schedule = from_config(
+        cfg, steps_per_epoch=t.limit_train_batches, run_steps=t.epochs * t.limit_train_batches
     )
     return np.array([float(schedule(k)) for k in range(steps)])
 

@@ -13,7 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
-from schedules import PlateauCallback, ReduceOnPlateau, build_schedule
+from schedules import PlateauCallback, ReduceOnPlateau
+from schedules.build import from_config
 from trainer.data import batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
@@ -74,13 +75,7 @@ def train(
         steps_per_epoch = min(steps_per_epoch, t.limit_train_batches)
     run_steps = t.epochs * steps_per_epoch
 
-    schedule = build_schedule(
-        cfg.schedule,
-        cfg.get("warmup"),
-        cfg.get("plateau"),
-        steps_per_epoch=steps_per_epoch,
-        run_steps=run_steps,
-    )
+    schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
     optimizer = instantiate(cfg.optimizer, learning_rate=schedule)
     flush_every = cfg.tracking.flush_every_steps
     # Room for 4 drain intervals and one chunk of steps (see StepRecorder).
