@@ -161,7 +161,7 @@ def train(
         final.update(
             {f"test/iou_class_{k}": float(v) for k, v in enumerate(ious) if not np.isnan(v)}
         )
-        run.writer.scalars(final, run_steps)
+        run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
         run.log_artifact(run_dir / "iou_per_class.csv")
         model.save(run_dir / "model.keras")
