@@ -95,6 +95,9 @@ def test_mode_lr_find_is_a_tracked_run(datasets, tmp_path, monkeypatch):
     found = trainer.run(cfg)
     client, (run,) = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert run.data.tags["mode"] == "lr_find" and run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["lr_find.num_steps"] == "60" and params["optimizer._target_"].endswith("SGD")
+    assert params["model.num_classes"] == "10"  # resolved, not "${dataset.num_classes}"
     lrs = mlflow_history(client, run, "lr_find/lr")
     assert [s for s, _ in lrs] == list(range(int(found["lr_find/steps"])))
     assert len(mlflow_history(client, run, "lr_find/smoothed_loss")) == len(lrs)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.tracking.writer import WriterProcess
 
@@ -25,6 +25,8 @@ def flatten(cfg, prefix=""):
     out = {}
     for key, value in container.items():
         name = f"{prefix}{key}"
+        if isinstance(value, DictConfig):  # a node of a larger config resolves against its root
+            value = OmegaConf.to_container(value, resolve=True)
         if isinstance(value, dict) and value:
             out.update(flatten(value, f"{name}."))
         else:
