@@ -2,7 +2,6 @@
 
 from metrics.iou import (
     MeanIoU,
-    batch_mean_iou,
     confusion_matrix,
     mean_iou_np,
     mean_iou_of,
@@ -11,7 +10,6 @@ from metrics.iou import (
 
 __all__ = [
     "MeanIoU",
-    "batch_mean_iou",
     "confusion_matrix",
     "mean_iou_np",
     "mean_iou_of",

@@ -19,10 +19,13 @@ def class_ids(y_true, y_pred):
 
 
 def per_class_iou(confusion):
-    """IoU of every class from a confusion matrix (NaN where a class never occurs)."""
+    """IoU of every class from a confusion matrix, or from a stack of them (..., K, K).
+
+    NaN where a class never occurs (neither as label nor as prediction).
+    """
     confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(confusion)
-    denominator = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    denominator = confusion.sum(axis=-2) + confusion.sum(axis=-1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, tp / denominator, np.nan)
 
@@ -49,12 +52,9 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_class=None, sample_weig
 
 def mean_iou_np(confusions):
     """MeanIoU of each confusion matrix in a stack (..., K, K), over the classes present."""
-    confusions = np.asarray(confusions, dtype=np.float64)
-    tp = np.diagonal(confusions, axis1=-2, axis2=-1)
-    denominator = confusions.sum(axis=-2) + confusions.sum(axis=-1) - tp
-    present = denominator > 0
-    iou = np.divide(tp, denominator, out=np.zeros_like(tp), where=present)
-    return iou.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+    ious = per_class_iou(confusions)
+    present = ~np.isnan(ious)
+    return np.where(present, ious, 0.0).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
 
 
 def mean_iou_of(confusion):
@@ -64,11 +64,6 @@ def mean_iou_of(confusion):
     present = ops.cast(denominator > 0, "float32")
     iou = tp / ops.maximum(denominator, 1.0)
     return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
-
-
-def batch_mean_iou(y_true, y_pred, num_classes, ignore_class=None):
-    """MeanIoU of one batch of softmax outputs, as a float32 tensor (graph-safe)."""
-    return mean_iou_of(confusion_matrix(y_true, y_pred, num_classes, ignore_class))
 
 
 @keras.saving.register_keras_serializable(package="lrlab")

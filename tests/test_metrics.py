@@ -4,7 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from metrics import MeanIoU, batch_mean_iou, per_class_iou
+from metrics import MeanIoU, confusion_matrix, mean_iou_np, per_class_iou
+
+
+def batch_mean_iou(y_true, y_pred, num_classes, ignore_class=None):
+    """The per-step value lrlab logs: the batch's matrix, its MeanIoU taken on the host."""
+    return mean_iou_np(confusion_matrix(y_true, y_pred, num_classes, ignore_class))
+
 
 # Labels and argmax predictions; confusion matrix (rows true, columns predicted):
 #   [[1, 1, 0], [0, 1, 0], [1, 0, 2]]  (class 3 never occurs)
@@ -55,3 +61,11 @@ def test_agrees_with_keras_mean_iou_on_random_batches():
 
 def test_per_class_iou_of_a_perfect_prediction():
     np.testing.assert_allclose(per_class_iou(np.diag([3, 4, 5])), [1, 1, 1])
+
+
+def test_a_stack_of_matrices_gives_each_its_own_mean_iou():
+    # The recorder hands mean_iou_np a block of per-step matrices at once.
+    single = np.array(confusion_matrix(LABELS, PROBS, 4))
+    stack = np.stack([single, np.diag([3.0, 4.0, 0.0, 0.0])])
+    np.testing.assert_allclose(mean_iou_np(stack), [np.mean(HAND_IOU), 1.0])
+    assert per_class_iou(stack).shape == (2, 4)
