@@ -38,15 +38,6 @@ class RangeTestResult:
     suggestions: dict = field(default_factory=dict)
 
 
-def smooth(losses, beta):
-    """Exponential moving average with bias correction: avg_k / (1 - beta**(k+1))."""
-    out, avg = np.empty(len(losses)), 0.0
-    for k, loss in enumerate(losses):
-        avg = beta * avg + (1 - beta) * loss
-        out[k] = avg / (1 - beta ** (k + 1))
-    return out
-
-
 def suggest(lrs, smoothed):
     """Three suggestions from a range test (NaN where the curve gives none).
 
@@ -79,21 +70,29 @@ def suggest(lrs, smoothed):
 
 
 class _DivergenceWatch(keras.callbacks.Callback):
-    """Stops the sweep when the smoothed loss exceeds `factor` x its best, or goes non-finite."""
+    """Smooths each step's batch loss as it comes, and stops the sweep when the smoothed loss
+    exceeds `factor` x its best, or the loss is non-finite.
+
+    The smoothing is a moving average with bias correction: `avg_k / (1 - beta**(k+1))`.
+    `smoothed` holds one value per step (NaN at a non-finite loss).
+    """
 
     def __init__(self, buffer, beta, factor):
         super().__init__()
         self.buffer, self.beta, self.factor = buffer, beta, factor
         self.avg, self.best, self.stopped = 0.0, math.inf, "completed"
+        self.smoothed = []
 
     def on_train_batch_end(self, batch, logs=None):
         _, _, losses, _ = self.buffer.read(batch, batch + 1)
         loss = float(losses[0])
         if not math.isfinite(loss):
+            self.smoothed.append(math.nan)
             self.stopped, self.model.stop_training = "non-finite loss", True
             return
         self.avg = self.beta * self.avg + (1 - self.beta) * loss
         smoothed = self.avg / (1 - self.beta ** (batch + 1))
+        self.smoothed.append(smoothed)
         if batch > 0 and smoothed > self.factor * self.best:
             self.stopped, self.model.stop_training = "diverged", True
         self.best = min(self.best, smoothed)
@@ -148,7 +147,7 @@ def range_test(
     steps_done = int(probe.optimizer.iterations.numpy())
     _, lrs, losses, _ = buffer.read(0, steps_done)
     lrs, losses = lrs.astype(np.float64), losses.astype(np.float64)
-    smoothed = smooth(np.where(np.isfinite(losses), losses, np.nan), smoothing)
+    smoothed = np.array(watch.smoothed[:steps_done])
     result = RangeTestResult(lrs, losses, smoothed, watch.stopped, suggest(lrs, smoothed))
     log.info(
         "range test: %d of %d steps (%s), rates %.3g .. %.3g; suggestions %s",
