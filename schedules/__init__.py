@@ -1,45 +1,61 @@
 """lrlab's learning-rate schedules: Keras `LearningRateSchedule`s, pure functions of the step.
 
-Importing the package registers every class with Keras, so saved models reload with
-their schedule. `python -m schedules` previews any `conf/schedule/*.yaml` without training.
+The classes load on first use (`from schedules import SGDR`, `schedules.CosineDecay`), so
+that `python -m schedules --help` and config errors answer without importing TensorFlow.
+Loading them registers every class with Keras, so saved models reload with their
+schedule; when Keras is already imported, `import schedules` loads them at once.
+`python -m schedules` previews any `conf/schedule/*.yaml` without training.
 """
 
-from schedules.base import Schedule
-from schedules.build import build_schedule, from_config
-from schedules.constant import Constant
-from schedules.cosine import CosineDecay
-from schedules.cyclical import SCALE_FUNCTIONS, CyclicalLR, register_scale_fn
-from schedules.exponential import ExponentialDecay
-from schedules.inverse_time import InverseTimeDecay
-from schedules.one_cycle import OneCycle
-from schedules.piecewise import PiecewiseConstant
-from schedules.plateau import PlateauCallback, ReduceOnPlateau
-from schedules.polynomial import PolynomialDecay
-from schedules.range_test import RangeTest
-from schedules.sequence import Sequence
-from schedules.sgdr import SGDR
-from schedules.step import StepDecay
-from schedules.warmup import LinearWarmup
+import importlib
+import sys
 
-__all__ = [
-    "SCALE_FUNCTIONS",
-    "SGDR",
-    "Constant",
-    "CosineDecay",
-    "CyclicalLR",
-    "ExponentialDecay",
-    "InverseTimeDecay",
-    "LinearWarmup",
-    "OneCycle",
-    "PiecewiseConstant",
-    "PlateauCallback",
-    "PolynomialDecay",
-    "RangeTest",
-    "ReduceOnPlateau",
-    "Schedule",
-    "Sequence",
-    "StepDecay",
-    "build_schedule",
-    "from_config",
-    "register_scale_fn",
-]
+import schedules.resolvers  # noqa: F401  (the configs' ${times:...})
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "Schedule": "base",
+    "build_schedule": "build",
+    "from_config": "build",
+    "Constant": "constant",
+    "CosineDecay": "cosine",
+    "SCALE_FUNCTIONS": "cyclical",
+    "CyclicalLR": "cyclical",
+    "register_scale_fn": "cyclical",
+    "ExponentialDecay": "exponential",
+    "InverseTimeDecay": "inverse_time",
+    "OneCycle": "one_cycle",
+    "PiecewiseConstant": "piecewise",
+    "PlateauCallback": "plateau",
+    "ReduceOnPlateau": "plateau",
+    "PolynomialDecay": "polynomial",
+    "RangeTest": "range_test",
+    "Sequence": "sequence",
+    "SGDR": "sgdr",
+    "StepDecay": "step",
+    "LinearWarmup": "warmup",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def load_all():
+    """Import every schedule family (registering each class with Keras)."""
+    for module in sorted(set(_EXPORTS.values())):
+        importlib.import_module(f"schedules.{module}")
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'schedules' has no attribute {name!r}")
+    load_all()
+    value = getattr(importlib.import_module(f"schedules.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
+
+
+if "keras" in sys.modules:
+    load_all()

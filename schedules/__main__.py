@@ -5,22 +5,42 @@ previews several (one output folder each). `--help` lists the schedules.
 """
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from schedules.console import import_tensorflow, input_errors_reported
+from schedules.errors import ConfigError
+from schedules.overrides import check_overrides
+
 log = logging.getLogger("schedules")
+APP = "python -m schedules"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preview")
 def main(cfg: DictConfig) -> None:
+    with input_errors_reported(APP):
+        preview(cfg)
+
+
+def preview(cfg):
+    p = cfg.preview
+    if isinstance(p.steps, bool) or not isinstance(p.steps, int) or p.steps < 1:
+        raise ConfigError(
+            f"preview.steps must be a whole number >= 1. Received: preview.steps={p.steps!r}"
+        )
+    spe = p.steps_per_epoch
+    if spe is not None and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
+        raise ConfigError(
+            "preview.steps_per_epoch must be null or a whole number >= 1. "
+            f"Received: preview.steps_per_epoch={spe!r}"
+        )
+    import_tensorflow()
     from schedules.build import from_config
     from schedules.preview import curve, plot, write_csv
 
-    p = cfg.preview
-    if not isinstance(p.steps, int) or p.steps < 1:
-        raise ValueError(f"preview.steps must be a whole number >= 1. Received: {p.steps!r}")
-    schedule = from_config(cfg, steps_per_epoch=p.steps_per_epoch, run_steps=p.steps)
+    schedule = from_config(cfg, steps_per_epoch=spe, run_steps=p.steps)
     values = curve(schedule, p.steps)
     log.info(
         "%r: lr(0)=%.6g, min=%.6g, max=%.6g, lr(%d)=%.6g",
@@ -36,10 +56,7 @@ def main(cfg: DictConfig) -> None:
     if p.png:
         title = p.title or repr(schedule)
         log.info(
-            "wrote %s",
-            plot(
-                p.png, values, title=_wrap(title), log_y=p.log_y, steps_per_epoch=p.steps_per_epoch
-            ),
+            "wrote %s", plot(p.png, values, title=_wrap(title), log_y=p.log_y, steps_per_epoch=spe)
         )
 
 
@@ -55,4 +72,6 @@ def _wrap(text, width=110):
 
 
 if __name__ == "__main__":
+    with input_errors_reported(APP):
+        check_overrides("preview", sys.argv[1:], APP)
     main()

@@ -22,6 +22,10 @@ PACKAGE = "lrlab"
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Base class: casting, config mirroring and (de)serialisation of child schedules."""
 
+    # Constructor arguments that are lengths in steps; a config may give them with a unit
+    # ("2ep", "0.3dur"), converted by `schedules.build` before the class sees them.
+    lengths = ()
+
     def __call__(self, step):
         step = ops.cast(step, "float32")
         return ops.cast(self.value(step), "float32")

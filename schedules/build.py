@@ -1,108 +1,91 @@
 """From a composed `schedule` config (plus optional `warmup` and `plateau`) to a schedule.
 
-Schedule classes take steps. Configs may give any length in epochs instead, under the
-key's `_epochs` twin (`decay_epochs` for `decay_steps`, `step_epochs` for `step_size`,
-...); they are converted here with the run's steps per epoch, before instantiation. A
-run-length key left null (`total_steps`, `decay_steps`) means "the rest of the run".
+Schedule classes take steps. A config may give any length (the class's `lengths`) with a
+unit instead: `"2ep"` or `"0.3dur"` (see `schedules.lengths`). They are converted here,
+in one place, before instantiation:
+
+- `ep` with the run's steps per epoch;
+- `dur` against the span the schedule drives: the run's total steps, less any warmup in
+  front of it (`warmup=linear`, or the schedule's own `warmup_steps`). A child of a
+  `sequence` drives the stretch between its boundaries (the last one, the rest).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
-from collections.abc import Mapping
+import re
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from schedules.errors import ConfigError
+from schedules.lengths import to_steps
 
 log = logging.getLogger(__name__)
-
-# `<x>_epochs` config key -> the constructor argument it stands for.
-EPOCH_KEYS = {
-    "decay_epochs": "decay_steps",
-    "step_epochs": "step_size",
-    "boundaries_epochs": "boundaries",
-    "first_cycle_epochs": "first_cycle_steps",
-    "reduction_epochs": "reduction_steps",
-    "warmup_epochs": "warmup_steps",
-    "total_epochs": "total_steps",
-}
-# Lengths that default to the rest of the run when neither twin is given.
-RUN_LENGTH_KEYS = ("total_steps", "decay_steps")
+# The schedules' own message shape (schedules.base.fail), to be said with the config key.
+_ARGUMENT = re.compile(r"^Argument `(\w+)` must be (.*)\. Received: \1=(.*)$", re.DOTALL)
 
 
-def _is_set(value):
-    return value is not None and value != []
+def resolve_lengths(cfg, steps_per_epoch=None, span=None, path="schedule"):
+    """A plain-dict copy of the schedule config `cfg` with every length in steps.
 
-
-def to_steps(cfg, steps_per_epoch=None, run_steps=None, path="schedule"):
-    """A plain-dict copy of `cfg` with every `_epochs` key turned into its steps twin.
-
-    `steps_per_epoch` converts epochs; `run_steps` (the length of the run this schedule
-    drives) fills null run-length keys at the top level. Nested schedules (in a
-    `sequence`) must give their lengths.
+    Args:
+        cfg: a schedule config (with `_target_`), a dict or a DictConfig.
+        steps_per_epoch: converts `ep`; None where unknown.
+        span: the steps `1dur` stands for (what this schedule drives); None where unknown.
+        path: the config key of `cfg`, for messages.
     """
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping):
-            value = to_steps(value, steps_per_epoch, None, f"{path}.{key}")
-        elif isinstance(value, list):
-            value = [
-                to_steps(v, steps_per_epoch, None, f"{path}.{key}[{i}]")
-                if isinstance(v, Mapping)
-                else v
+    cfg = _plain(cfg)
+    lengths = getattr(_target(path, cfg), "lengths", ())
+    out = dict(cfg)
+    rest = span
+
+    def convert(key, within):
+        value = cfg[key]
+        if isinstance(value, list):
+            return [
+                to_steps(f"{path}.{key}[{i}]", v, steps_per_epoch, within)
                 for i, v in enumerate(value)
             ]
-        if key.endswith("_epochs") and key in EPOCH_KEYS:
-            continue  # handled below, next to its twin
-        out[key] = value
+        return to_steps(f"{path}.{key}", value, steps_per_epoch, within)
 
-    for epochs_key, steps_key in EPOCH_KEYS.items():
-        if epochs_key not in cfg:
-            continue
-        epochs = cfg[epochs_key]
-        if not _is_set(epochs):
-            continue
-        if _is_set(cfg.get(steps_key)):
-            raise ValueError(
-                f"{path}: give either {steps_key} or {epochs_key}, not both "
-                f"(received {steps_key}={cfg[steps_key]!r}, {epochs_key}={epochs!r}); "
-                f"set the other to null, e.g. {path}.{steps_key}=null."
-            )
-        if not steps_per_epoch:
-            raise ValueError(
-                f"{path}.{epochs_key}={epochs!r} is in epochs, but the number of steps per "
-                "epoch is not known here; give "
-                f"{path}.{steps_key} in steps instead (or set preview.steps_per_epoch)."
-            )
-        out[steps_key] = _epochs_to_steps(f"{path}.{epochs_key}", epochs, steps_per_epoch)
-        log.info(
-            "%s.%s=%s -> %s=%s (%s steps per epoch)",
-            path,
-            epochs_key,
-            epochs,
-            steps_key,
-            out[steps_key],
-            steps_per_epoch,
-        )
+    # A schedule's own warmup comes first; its other lengths count what is left after it.
+    if "warmup_steps" in lengths and "warmup_steps" in cfg:
+        out["warmup_steps"] = convert("warmup_steps", span)
+        if span is not None:
+            rest = span - out["warmup_steps"]
+    for key in lengths:
+        if key in cfg and key != "warmup_steps":
+            out[key] = convert(key, rest)
+            if out[key] != cfg[key]:
+                log.info("%s.%s=%s -> %s steps", path, key, cfg[key], out[key])
 
-    if run_steps is not None:
-        warmup = out.get("warmup_steps") or 0
-        for key in RUN_LENGTH_KEYS:
-            if key in out and out[key] is None:
-                out[key] = run_steps - warmup
-                log.info("%s.%s=null -> %s (the rest of the run)", path, key, out[key])
+    children = cfg.get("schedules")
+    if isinstance(children, list):
+        boundaries = out.get("boundaries") if isinstance(out.get("boundaries"), list) else []
+        starts = [0, *boundaries]
+        ends = [*boundaries, rest]
+        out["schedules"] = [
+            resolve_lengths(
+                child,
+                steps_per_epoch,
+                _span(starts, ends, i),
+                f"{path}.schedules[{i}]",
+            )
+            if isinstance(child, dict)
+            else child
+            for i, child in enumerate(children)
+        ]
     return out
 
 
-def _epochs_to_steps(key, epochs, steps_per_epoch):
-    if isinstance(epochs, list):
-        return [_epochs_to_steps(key, e, steps_per_epoch) for e in epochs]
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)):
-        raise ValueError(f"{key} must be a number of epochs. Received: {epochs!r}")
-    return round(epochs * steps_per_epoch)
+def _span(starts, ends, i):
+    if i >= len(ends) or ends[i] is None or not isinstance(starts[i], int):
+        return None
+    return ends[i] - starts[i]
 
 
 def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, run_steps=None):
@@ -112,18 +95,30 @@ def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, ru
         schedule: the `schedule` config node (with `_target_`).
         warmup: the `warmup` config node or None.
         plateau: the `plateau` config node or None.
-        steps_per_epoch: converts `_epochs` keys; None if unknown.
-        run_steps: total optimizer steps of the run; fills null run lengths.
+        steps_per_epoch: converts `ep` lengths; None if unknown.
+        run_steps: total optimizer steps of the run; converts `dur` lengths.
+
+    Raises:
+        ConfigError naming the key for any bad key or value.
     """
-    warmup_cfg = to_steps(warmup, steps_per_epoch, None, "warmup") if warmup else None
-    inner_steps = run_steps
-    if warmup_cfg and run_steps is not None:
-        inner_steps = run_steps - (warmup_cfg.get("warmup_steps") or 0)
-    built = _instantiate("schedule", to_steps(schedule, steps_per_epoch, inner_steps))
+    span = run_steps
+    warmup_cfg = None
+    if warmup:
+        warmup_cfg = resolve_lengths(warmup, steps_per_epoch, run_steps, "warmup")
+        taken = warmup_cfg.get("warmup_steps")
+        if run_steps is not None and isinstance(taken, int):
+            span = run_steps - taken
+            if span <= 0:
+                raise ConfigError(
+                    f"warmup.warmup_steps={warmup_cfg['warmup_steps']} ({warmup.warmup_steps}) "
+                    f"takes the whole run of {run_steps} steps; nothing is left for the schedule",
+                    fix="shorten the warmup (e.g. warmup.warmup_steps=0.1dur) or train longer",
+                )
+    built = _instantiate("schedule", resolve_lengths(schedule, steps_per_epoch, span))
     if warmup_cfg:
         built = _instantiate("warmup", warmup_cfg, schedule=built)
     if plateau:
-        built = _instantiate("plateau", to_steps(plateau, None, None, "plateau"), schedule=built)
+        built = _instantiate("plateau", _plain(plateau), schedule=built)
     return built
 
 
@@ -138,33 +133,59 @@ def from_config(cfg, steps_per_epoch=None, run_steps=None):
     )
 
 
+def _plain(cfg):
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def _target(group, cfg):
+    """The class or function a config's `_target_` names, or a ConfigError that says why."""
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
+        raise ConfigError(
+            f"{group}: the config has no `_target_`", fix=f"pick one with {group}=<name>"
+        )
+    try:
+        return get_object(cfg["_target_"])
+    except Exception as err:
+        raise ConfigError(
+            f"{group}._target_={cfg['_target_']!r} cannot be imported ({err})",
+            fix=f"name an importable class, or pick a config with {group}=<name>",
+        ) from err
+
+
 def _instantiate(group, cfg, **kwargs):
-    if "_target_" not in cfg:
-        raise ValueError(f"{group}: the config has no `_target_`; pick one with {group}=<name>.")
-    _check_keys(group, cfg, kwargs)
+    check_keys(group, cfg, kwargs)
     try:
         return instantiate(cfg, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
-        raise ValueError(f"{group} ({cfg['_target_']}): {cause}") from err
+        found = _ARGUMENT.match(str(cause))
+        if found and found.group(1) in cfg:
+            key, rule, value = f"{group}.{found.group(1)}", found.group(2), found.group(3)
+            raise ConfigError(
+                f"{key} must be {rule}. Received: {key}={value} ({cfg['_target_']})"
+            ) from err
+        raise ConfigError(f"{group} ({cfg['_target_']}): {cause}") from err
 
 
-def _check_keys(group, cfg, given):
-    """Name the keys the target does not take (a preset's keys after switching schedule, say)."""
-    import inspect
-
-    from hydra.utils import get_class
-
+def check_keys(group, cfg, given=()):
+    """Refuse keys the target does not take, suggesting the closest one it does."""
+    target = _target(group, cfg)
     try:
-        params = inspect.signature(get_class(cfg["_target_"]).__init__).parameters
-    except Exception:  # an unimportable target: Hydra's own error says which
+        params = inspect.signature(target if inspect.isfunction(target) else target.__init__)
+    except (TypeError, ValueError):  # a builtin without a signature: the call will say
+        return
+    params = params.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [name for name in params if name != "self" and name not in given]
     unknown = [key for key in cfg if not key.startswith("_") and key not in params]
     if unknown:
-        fix = " ".join(f"~{group}.{key}" for key in unknown)
-        raise ValueError(
-            f"{group} ({cfg['_target_']}) has no key {', '.join(map(repr, unknown))}; it takes "
-            f"{', '.join(accepted)}. If a preset or an override set it for another {group}, "
-            f"remove it with: {fix}"
+        key = unknown[0]
+        close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+        fix = f"did you mean {group}.{close[0]}?" if close else f"remove it with ~{group}.{key}"
+        raise ConfigError(
+            f"{group} ({cfg['_target_']}) has no key {key!r}; it takes {', '.join(accepted)}",
+            fix=fix,
         )

@@ -39,6 +39,8 @@ class CosineDecay(Schedule):
         warmup_start_lr: rate at step 0 when there is a warmup, >= 0.
     """
 
+    lengths = ("warmup_steps", "decay_steps")
+
     def __init__(self, initial_lr, decay_steps, min_lr=0.0, warmup_steps=0, warmup_start_lr=0.0):
         self.initial_lr = check_positive("initial_lr", initial_lr)
         self.decay_steps = check_positive("decay_steps", decay_steps)

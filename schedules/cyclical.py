@@ -66,6 +66,8 @@ class CyclicalLR(Schedule):
         scale_mode: what `scale_fn` receives: "cycle" or "iterations" (the step).
     """
 
+    lengths = ("step_size",)
+
     def __init__(
         self,
         base_lr,

@@ -33,6 +33,8 @@ class ExponentialDecay(Schedule):
         min_lr: floor; the rate never goes below it, >= 0.
     """
 
+    lengths = ("decay_steps",)
+
     def __init__(self, initial_lr, decay_steps, decay_rate, staircase=False, min_lr=0.0):
         self.initial_lr = check_positive("initial_lr", initial_lr)
         self.decay_steps = check_positive("decay_steps", decay_steps)

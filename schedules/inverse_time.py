@@ -23,6 +23,8 @@ class InverseTimeDecay(Schedule):
         staircase: decay in whole `decay_steps` jumps instead of continuously.
     """
 
+    lengths = ("decay_steps",)
+
     def __init__(self, initial_lr, decay_steps, decay_rate, staircase=False):
         self.initial_lr = check_positive("initial_lr", initial_lr)
         self.decay_steps = check_positive("decay_steps", decay_steps)

@@ -49,6 +49,8 @@ class OneCycle(Schedule):
         three_phase: come back down to `initial_lr` symmetrically before the final anneal.
     """
 
+    lengths = ("total_steps",)
+
     def __init__(
         self,
         max_lr,

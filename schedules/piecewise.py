@@ -29,6 +29,8 @@ class PiecewiseConstant(Schedule):
         values: rates, one more than `boundaries`, each >= 0.
     """
 
+    lengths = ("boundaries",)
+
     def __init__(self, boundaries, values):
         self.boundaries = check_increasing_steps("boundaries", boundaries)
         if not isinstance(values, (list, tuple)) or len(values) != len(self.boundaries) + 1:

@@ -34,6 +34,8 @@ class PolynomialDecay(Schedule):
         cycle: restart the decay after `decay_steps` instead of holding `end_lr`.
     """
 
+    lengths = ("decay_steps",)
+
     def __init__(self, initial_lr, decay_steps, end_lr, power=1.0, cycle=False):
         self.initial_lr = check_positive("initial_lr", initial_lr)
         self.decay_steps = check_positive("decay_steps", decay_steps)

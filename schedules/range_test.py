@@ -28,6 +28,8 @@ class RangeTest(Schedule):
         sweep: "exponential" (even steps in log rate, the usual choice) or "linear".
     """
 
+    lengths = ("num_steps",)
+
     def __init__(self, min_lr, max_lr, num_steps, sweep="exponential"):
         self.min_lr = check_positive("min_lr", min_lr)
         self.max_lr = check_positive("max_lr", max_lr)

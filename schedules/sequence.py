@@ -23,6 +23,8 @@ class Sequence(Schedule):
             > 0, one fewer than `schedules`.
     """
 
+    lengths = ("boundaries",)
+
     def __init__(self, schedules, boundaries):
         if not isinstance(schedules, (list, tuple)) or len(schedules) < 2:
             fail("schedules", "a list of at least two schedules", schedules)

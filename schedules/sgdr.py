@@ -48,6 +48,8 @@ class SGDR(Schedule):
         reduction_factor: the multiplier at each reduction step, in (0, 1].
     """
 
+    lengths = ("first_cycle_steps", "reduction_steps")
+
     def __init__(
         self,
         initial_lr,

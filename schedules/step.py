@@ -29,6 +29,8 @@ class StepDecay(Schedule):
         min_lr: floor, >= 0.
     """
 
+    lengths = ("step_size",)
+
     def __init__(self, initial_lr, decay_rate, step_size, min_lr=0.0):
         self.initial_lr = check_positive("initial_lr", initial_lr)
         self.decay_rate = check_decay_rate("decay_rate", decay_rate)

@@ -25,6 +25,8 @@ class LinearWarmup(Schedule):
         start_lr: rate at step 0, >= 0.
     """
 
+    lengths = ("warmup_steps",)
+
     def __init__(self, schedule, warmup_steps, start_lr=0.0):
         self.schedule = check_schedule("schedule", schedule)
         self.warmup_steps = check_positive("warmup_steps", warmup_steps)

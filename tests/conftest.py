@@ -8,6 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest
 from hydra import compose, initialize_config_dir
 
+import schedules.resolvers  # noqa: F401  (the configs use ${times:...})
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DATASETS = Path(os.environ.get("LRLAB_DATA_DIR", ROOT.parent / "shared" / "datasets"))

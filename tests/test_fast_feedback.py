@@ -8,10 +8,10 @@ import pytest
 from tests.conftest import ROOT
 
 
-def imported_modules(*args):
+def imported_modules(app, *args):
     # -X importtime lists every module the interpreter imported, on stderr.
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "trainer", *args],
+        [sys.executable, "-X", "importtime", "-m", app, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,16 +26,37 @@ def imported_modules(*args):
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["--cfg", "job"], ["trainer.epochs=0"], ["schedule=cosin"]]
+    "app,args,returncode,says",
+    [
+        ("trainer", ["--help"], 0, "python -m trainer: train the MNIST"),
+        ("trainer", ["--cfg", "job"], 0, "learning_rate: 0.001"),
+        ("trainer", ["trainer.epochs=0"], 2, "trainer.epochs must be a whole number >= 1"),
+        ("trainer", ["schedule=cosin"], 2, "did you mean schedule=cosine?"),
+        ("schedules", ["--help"], 0, "python -m schedules: preview"),
+        ("schedules", ["schedule=cosin"], 2, "did you mean schedule=cosine?"),
+    ],
 )
-def test_answers_without_tensorflow(args):
-    out, modules = imported_modules(*args)
+def test_answers_without_tensorflow(app, args, returncode, says):
+    out, modules = imported_modules(app, *args)
     assert "hydra" in modules
     assert "tensorflow" not in modules and "keras" not in modules, args
-    if args[0].startswith("--"):
-        assert out.returncode == 0
-    else:
-        assert out.returncode != 0 and (
-            "trainer.epochs must be" in out.stderr
-            or "Could not find 'schedule/cosin'" in out.stderr
-        )
+    assert out.returncode == returncode
+    assert says in out.stdout + out.stderr
+
+
+def test_trainer_help_lists_only_its_groups():
+    out, _ = imported_modules("trainer", "--help")
+    groups = [x.split(":")[0].strip() for x in out.stdout.splitlines() if x.startswith("  ")]
+    groups = [g for g in groups if g and " " not in g][:9]
+    assert groups == [
+        "dataset",
+        "model",
+        "optimizer",
+        "schedule",
+        "warmup",
+        "plateau",
+        "trainer",
+        "tracking",
+        "experiment",
+    ]
+    assert "powered by Hydra" not in out.stdout

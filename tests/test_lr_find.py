@@ -96,7 +96,8 @@ def test_mode_lr_find_is_a_tracked_run(datasets, tmp_path, monkeypatch):
     client, (run,) = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert run.data.tags["mode"] == "lr_find" and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["lr_find.num_steps"] == "60" and params["optimizer._target_"].endswith("SGD")
+    assert params["lr_find.num_steps"] == "60" and params["optimizer.momentum"] == "0.0"
+    assert run.data.tags["lrlab.target.optimizer"] == "keras.optimizers.SGD"
     assert params["model.num_classes"] == "10"  # resolved, not "${dataset.num_classes}"
     lrs = mlflow_history(client, run, "lr_find/lr")
     assert [s for s, _ in lrs] == list(range(int(found["lr_find/steps"])))
@@ -130,6 +131,9 @@ def test_max_lr_auto_trains_with_the_suggestion_and_records_it(datasets, tmp_pat
     assert finder.data.tags["mode"] == "lr_find" and training.data.tags["mode"] == "train"
     suggested = finder.data.metrics["lr_find/suggested_lr"]
     assert training.data.tags["lrlab.lr_find.run_id"] == finder.info.run_id
+    # The MLflow UI shows the range test nested under the run it chose the rate for.
+    assert finder.data.tags["mlflow.parentRunId"] == training.info.run_id
+    assert training.data.params["lr_find.num_steps"] == "60"
     assert float(training.data.params["schedule.max_lr"]) == pytest.approx(suggested)
     # one-cycle peaks at max_lr: the rates actually used reach the suggestion.
     used = [v for _, v in mlflow_history(client, training, "train/lr")]

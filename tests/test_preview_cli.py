@@ -69,16 +69,26 @@ def test_multirun_previews_several_into_their_own_folders(tmp_path):
         assert len(steps) == 3000 and (tmp_path / "sweep" / str(job) / "lr.png").exists()
     assert np.all(np.diff(curves["cosine"]) <= 0) and curves["cosine"][-1] < 1e-8
     assert curves["sgdr"][1719] == np.float32(1e-3)  # restart after one epoch of 1719 steps
-    assert curves["clr"][0] == np.float32(1e-4) and curves["clr"][2000] == pytest.approx(
+    # clr's half cycle is 0.25dur: 750 of the 3000 steps, so two cycles end at base_lr.
+    assert curves["clr"][0] == np.float32(1e-4) and curves["clr"][750] == pytest.approx(
         1e-3, rel=1e-6
     )
+    assert curves["clr"][2999] == pytest.approx(1e-4 + 9e-4 / 750, rel=1e-5)
 
 
-def test_help_lists_every_schedule(tmp_path):
+def test_help_names_the_app_and_lists_its_own_groups(tmp_path):
     out = run("--help", cwd=tmp_path)
     assert out.returncode == 0
-    line = next(x for x in out.stdout.splitlines() if x.startswith("schedule:"))
-    assert [s.strip() for s in line.split(":", 1)[1].split(",")] == SCHEDULE_NAMES
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("python -m schedules: preview") and "Hydra" not in lines[0]
+    groups = {
+        x.split(":")[0].strip(): x.split(":", 1)[1]
+        for x in lines
+        if x.startswith("  ") and ":" in x
+    }
+    groups = {k: v for k, v in groups.items() if k in ("schedule", "optimizer", "warmup")}
+    assert [s.strip() for s in groups["schedule"].split(",")] == SCHEDULE_NAMES
+    assert not [x for x in lines if x.strip().startswith(("dataset:", "model:", "trainer:"))]
 
 
 def test_bad_value_fails_with_a_clear_message_and_writes_nothing(tmp_path):
@@ -90,9 +100,21 @@ def test_bad_value_fails_with_a_clear_message_and_writes_nothing(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode != 0
-    assert "Argument `pct_start` must be in (0, 1). Received: pct_start=1.5" in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "schedule.pct_start must be in (0, 1). Received: schedule.pct_start=1.5" in out.stderr
     assert not (tmp_path / "lr.csv").exists()
 
 
-def test_runs_from_the_project_root_too():
-    assert (ROOT / "conf" / "preview.yaml").exists()
+def test_runs_from_the_project_root_too(tmp_path):
+    out = run(
+        "schedule=step",
+        "schedule.step_size=4",
+        "preview.steps=12",
+        f"preview.csv={tmp_path}/lr.csv",
+        "preview.png=null",
+        f"hydra.run.dir={tmp_path}/h",
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    _, lr = read_csv(tmp_path / "lr.csv")
+    np.testing.assert_allclose(lr, np.float32(1e-3) * 0.5 ** (np.arange(12) // 4), rtol=1e-6)

@@ -88,14 +88,14 @@ def assert_every_step_once(tmp_path, run, client, steps):
 @pytest.mark.parametrize(
     "overrides,name",
     [
-        (("schedule=sgdr", "schedule.first_cycle_epochs=0.5"), "cnn-mnist-sgdr"),
+        (("schedule=sgdr", "schedule.first_cycle_steps=0.5ep"), "cnn-mnist-sgdr"),
         (
             (
                 "dataset=fashion_mnist",
                 "model=mlp",
                 "optimizer=sgd",
                 "schedule=step",
-                "schedule.step_epochs=1",
+                "schedule.step_size=1ep",
             ),
             "mlp-fashion_mnist-step",
         ),
@@ -145,15 +145,25 @@ def test_end_to_end(workdir, overrides, name):
     assert "test/mean_iou" in scalars
 
     params, tags = run.data.params, run.data.tags
-    assert (
-        params["trainer.batch_size"] == "32"
-        and params["schedule._target_"] == cfg.schedule._target_
-    )
+    # Params are what a user compares: no _target_ paths, folders or range-test settings.
+    assert params["trainer.batch_size"] == "32" and params["dataset.name"] == cfg.dataset.name
+    assert params["optimizer.learning_rate"] == str(cfg.optimizer.learning_rate)
+    assert not [k for k in params if k.endswith("_target_") or k.endswith(".dir")]
+    assert not [k for k in params if k.startswith(("lr_find.", "tracking.", "output_dir"))]
+    assert tags["lrlab.target.schedule"] == cfg.schedule._target_
     assert (
         tags["lrlab.schedule"] == choices["schedule"] and tags["lrlab.dataset"] == cfg.dataset.name
     )
     assert len(tags["mlflow.source.git.commit"]) in (40, 7) and tags["lrlab.command"]
     assert len(tags["lrlab.data_sha256"]) == 64
+    # What MLflow's UI reads: the experiment's kind, the source, the description, the data.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.source.name"].startswith("python -m trainer")
+    assert f"{results['test/accuracy']:.2%}" in tags["mlflow.note.content"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {f"{cfg.dataset.name}-train", f"{cfg.dataset.name}-test"}
+    assert inputs[f"{cfg.dataset.name}-train"].dataset.digest == tags["lrlab.data_sha256"][:8]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
         "config.yaml",
@@ -206,6 +216,7 @@ def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
         "optimizer=sgd",
         "schedule=constant",
         "schedule.lr=1e9",
+        "trainer.divergence_factor=null",
         batches=40,
         epochs=3,
     )
@@ -219,6 +230,21 @@ def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
     assert not np.isfinite(losses[nan_step][1])
     # Stopped within the epoch it diverged in, and every trained step is logged once.
     assert len(losses) < 120
+    assert_every_step_once(workdir, run, client, len(losses))
+
+
+def test_an_exploding_loss_stops_as_diverged_and_saves_no_checkpoint(workdir):
+    # Adam at 10: the loss grows far above its start without reaching NaN.
+    cfg = small(workdir, "model=mlp", "schedule=constant", "optimizer.learning_rate=10", batches=30)
+    with pytest.raises(trainer.train.TrainingDiverged, match="the loss exploded"):
+        trainer.run(cfg)
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FAILED" and "exploded" in run.data.tags["lrlab.failure"]
+    step = int(run.data.tags["lrlab.failed_at_step"])
+    losses = [v for _, v in mlflow_history(client, run, "train/loss")]
+    assert losses[step] > 10 * losses[0] and max(losses[:step]) <= 10 * losses[0]
+    assert np.isfinite(losses[step])
+    assert not (workdir / "run" / "best.keras").exists()
     assert_every_step_once(workdir, run, client, len(losses))
 
 

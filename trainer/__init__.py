@@ -1,7 +1,9 @@
 """lrlab's trainer: `python -m trainer` trains a model with a schedule, tracked per step.
 
-`run(cfg)` imports TensorFlow only when called, so `--help`, `--cfg job` and config errors
-return without it.
+`run(cfg)` checks everything the user gave before it imports TensorFlow, loads data or
+starts an MLflow run, so that bad input fails fast with a `ConfigError` and leaves no run
+behind: config values, then the data files' headers and the tracking store (no
+TensorFlow), then the schedule, optimizer and model (with TensorFlow, before the data).
 """
 
 
@@ -9,16 +11,27 @@ def run(cfg, choices=None, extra_callbacks=()):
     """Train (or, with `mode=lr_find`, run the range test) from a composed `conf/train.yaml`.
 
     A schedule key set to `auto` (`max_lr`, `initial_lr`) runs the range test first and
-    trains with its suggestion. Returns the final metrics as a dict.
+    trains with its suggestion; the range test's run becomes a child of the training run.
+    Returns the final metrics as a dict.
     """
-    from trainer.checks import AUTO_KEYS, check_config
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from schedules.build import check_keys
+    from schedules.console import import_tensorflow
+    from trainer.checks import AUTO_KEYS, check_config, check_tracking
 
     check_config(cfg)
-    from trainer.train import find_lr, train
+    check_keys("dataset", OmegaConf.to_container(cfg.dataset, resolve=True))
+    train_samples = instantiate(cfg.dataset).check()
+    check_tracking(cfg.tracking)
+    import_tensorflow()
+    from trainer.train import check_objects, find_lr, train
 
+    auto = [key for key in AUTO_KEYS if cfg.schedule.get(key) == "auto"]
+    check_objects(cfg, train_samples, build_schedule=cfg.mode == "train" and not auto)
     if cfg.mode == "lr_find":
         return find_lr(cfg, choices)
-    auto = [key for key in AUTO_KEYS if cfg.schedule.get(key) == "auto"]
     if not auto:
         return train(cfg, choices, extra_callbacks)
     found = find_lr(cfg, choices, subfolder="lr_find")
@@ -30,4 +43,4 @@ def run(cfg, choices=None, extra_callbacks=()):
         "lrlab.lr_find.rule": cfg.lr_find.suggestion,
         "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in auto),
     }
-    return train(cfg, choices, extra_callbacks, extra_tags=tags)
+    return train(cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["run_id"]])

@@ -1,22 +1,35 @@
 """`python -m trainer [group=option ...] [key=value ...]`: train, tracked per step."""
 
 import logging
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import trainer
+from schedules.console import input_errors_reported
+from schedules.overrides import check_overrides
 
 log = logging.getLogger("trainer")
+APP = "python -m trainer"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     choices = dict(HydraConfig.get().runtime.choices)
-    results = trainer.run(cfg, choices)
+    with input_errors_reported(APP):
+        results = trainer.run(cfg, choices)
     return results.get("test/accuracy")
 
 
 if __name__ == "__main__":
-    main()
+    with input_errors_reported(APP):
+        check_overrides("train", sys.argv[1:], APP)
+    try:
+        main()
+    except KeyboardInterrupt as err:
+        # The run was closed on the way out (TrackedRun notes how); one line, no traceback.
+        note = getattr(err, "lrlab_note", "no run had started")
+        sys.stderr.write(f"{APP}: interrupted; {note}\n")
+        sys.exit(130)

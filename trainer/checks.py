@@ -5,12 +5,30 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from schedules.errors import ConfigError
+
 
 def _whole(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_config(cfg: DictConfig) -> None:
+    """Raise one ConfigError listing every bad value of the composed config."""
+    for key in ("schedule", "model", "optimizer", "dataset"):
+        node = cfg.get(key)
+        if node is None or "_target_" not in node:
+            raise ConfigError(
+                f"{key} must be a config with a `_target_`. Received: {key}={node!r}",
+                fix=f"pick one with {key}=<name> (python -m trainer --help lists them)",
+            )
+    # The schedules' rates are fractions of it: check it before anything resolves them.
+    rate = cfg.optimizer.get("learning_rate")
+    if not (_number(rate) and rate > 0):
+        raise ConfigError(
+            f"optimizer.learning_rate must be a number > 0 (the peak rate the schedules "
+            f"derive theirs from). Received: optimizer.learning_rate={rate!r}",
+            fix="e.g. optimizer.learning_rate=1e-3",
+        )
     t, tracking = cfg.trainer, cfg.tracking
     problems = []
 
@@ -50,14 +68,13 @@ def check_config(cfg: DictConfig) -> None:
         "an MLflow tracking URI such as sqlite:///mlflow.db or http://host:5000",
         tracking.uri,
     )
-    for key in ("schedule", "model", "optimizer", "dataset"):
-        node = cfg.get(key)
-        need(
-            node is not None and "_target_" in node,
-            key,
-            f"a config with a `_target_` (pick one with {key}=<name>)",
-            node,
-        )
+    factor = t.divergence_factor
+    need(
+        factor is None or (_number(factor) and factor > 1),
+        "trainer.divergence_factor",
+        "null or a number > 1",
+        factor,
+    )
     need(cfg.mode in ("train", "lr_find"), "mode", "train or lr_find", cfg.mode)
     f = cfg.lr_find
     need(_number(f.min_lr) and f.min_lr > 0, "lr_find.min_lr", "> 0", f.min_lr)
@@ -100,7 +117,7 @@ def check_config(cfg: DictConfig) -> None:
             )
             need(cfg.mode == "train", "mode", "train when a schedule key is auto", cfg.mode)
     if problems:
-        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError("\n  ".join(problems))
 
 
 # Schedule keys that `auto` may set from the range test's suggestion.
@@ -109,3 +126,56 @@ AUTO_KEYS = ("max_lr", "initial_lr")
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# MLflow's tracking URI schemes (a bare path is a folder store).
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
+
+
+def check_tracking(tracking, timeout=3.0) -> None:
+    """Fail in seconds, naming the URI, when the MLflow store cannot be reached.
+
+    A server must answer `/health`; a SQLite file's folder must exist. Without this, MLflow's
+    client retries an unreachable server for minutes before the run could even start.
+    """
+    if not tracking.mlflow:
+        return
+    uri = tracking.uri
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    fix = "unset MLFLOW_TRACKING_URI (or set tracking.uri=sqlite:///mlflow.db) to log locally"
+    if "://" in uri and scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"tracking.uri={uri!r}: unknown scheme {scheme!r}; MLflow takes "
+            f"{', '.join(TRACKING_SCHEMES)}",
+            fix=f"e.g. tracking.uri=http://host:5000, or {fix}",
+        )
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):  # a server that wants credentials is still there
+                return
+            raise ConfigError(
+                f"tracking.uri={uri}: the MLflow server answered {err.code} at /health",
+                fix=f"check the address, or {fix}",
+            ) from err
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError(
+                f"tracking.uri={uri}: no MLflow server answers there ({reason})",
+                fix=f"start the server (mlflow server --port 5000), or {fix}, "
+                "or tracking.mlflow=false",
+            ) from err
+    elif scheme == "sqlite":
+        from pathlib import Path
+
+        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+        if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
+            raise ConfigError(
+                f"tracking.uri={uri}: the folder {Path(path).resolve().parent} does not exist",
+                fix="create it, or name a SQLite file in an existing folder",
+            )

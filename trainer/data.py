@@ -9,10 +9,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from schedules.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,9 @@ FILES = {
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+REFETCH = "fetch the file again (README: Getting the data)"
+
+
 def read_idx(path):
     """Read one IDX file (gzip'd or raw) into a NumPy array, checking its header."""
     path = Path(path)
@@ -33,23 +39,62 @@ def read_idx(path):
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: cannot read it as an IDX file ({err}).") from err
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
-        raise ValueError(
-            f"{path}: not an IDX file (bad magic number {data[:4].hex()}); "
-            "expected the original MNIST-format files."
-        )
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(IDX_TYPES[data[2]])
-    body = data[4 + 4 * ndim :]
+    except (OSError, EOFError, zlib.error) as err:
+        raise ConfigError(f"{path}: cannot read it as an IDX file ({err})", fix=REFETCH) from err
+    dtype, shape, offset = _parse_header(path, data[:64])
+    body = data[offset:]
     if len(body) != dtype.itemsize * int(np.prod(shape)):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: header says shape {shape} but the file holds "
-            f"{len(body)} bytes of data; the file is truncated or corrupt."
+            f"{len(body)} bytes of data; the file is truncated or corrupt",
+            fix=REFETCH,
         )
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _parse_header(path, head):
+    """(dtype, shape, data offset) from the first bytes of an IDX file."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES:
+        raise ConfigError(
+            f"{path}: not an IDX file (bad magic number {head[:4].hex() or 'none'}); "
+            "expected the original MNIST-format files",
+            fix=REFETCH,
+        )
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        raise ConfigError(f"{path}: the IDX header is cut short", fix=REFETCH)
+    shape = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.dtype(IDX_TYPES[head[2]]), shape, 4 + 4 * ndim
+
+
+def check_idx(path):
+    """The shape an IDX file's header declares, after checking the file's size against it.
+
+    Reads only the header (and, for a gzip'd file, its trailer, which records the
+    uncompressed size), so a missing, truncated or foreign file is caught in milliseconds.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                head = f.read(64)
+            with path.open("rb") as f:
+                f.seek(-4, 2)
+                size = int.from_bytes(f.read(4), "little")  # ISIZE: length mod 2**32
+        else:
+            head = path.read_bytes()[:64]
+            size = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as err:
+        raise ConfigError(f"{path}: cannot read it as an IDX file ({err})", fix=REFETCH) from err
+    dtype, shape, offset = _parse_header(path, head)
+    expected = offset + dtype.itemsize * int(np.prod(shape))
+    if size != expected % 2**32:
+        raise ConfigError(
+            f"{path}: header says shape {shape} ({expected} bytes) but the file holds "
+            f"{size} bytes; the file is truncated or corrupt",
+            fix=REFETCH,
+        )
+    return shape
 
 
 def find_idx(folder, name):
@@ -90,13 +135,67 @@ class IdxDataset:
         self.name = name
         self.dir = Path(dir)
         self.keras_name = keras_name
-        if not isinstance(val_size, int) or val_size < 0:
-            raise ValueError(
-                f"dataset.val_size must be a whole number >= 0. Received: {val_size!r}"
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+            raise ConfigError(
+                "dataset.val_size must be a whole number >= 0. "
+                f"Received: dataset.val_size={val_size!r}"
             )
         self.val_size = val_size
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
+
+    def check(self):
+        """Locate the four files and check their headers and sizes, without decoding them.
+
+        Returns the number of samples in the training file, or None when there are no
+        files and the Keras download will be tried. Raises a ConfigError naming the folder
+        or file for a partial set, a truncated or foreign file, or a `dataset.dir` that
+        holds the dataset folders (`mnist/`, `fashion-mnist/`) rather than the files.
+        """
+        paths = self._paths()
+        if paths is None:
+            return None
+        shapes = {key: check_idx(path) for key, path in paths.items()}
+        for images, labels in (("train_images", "train_labels"), ("test_images", "test_labels")):
+            if shapes[images][0] != shapes[labels][0]:
+                raise ConfigError(
+                    f"{self.dir}: {FILES[images]} holds {shapes[images][0]} images but "
+                    f"{FILES[labels]} {shapes[labels][0]} labels",
+                    fix=REFETCH,
+                )
+        if not 0 <= self.val_size < shapes["train_labels"][0]:
+            raise ConfigError(
+                f"dataset.val_size={self.val_size} must be below the "
+                f"{shapes['train_labels'][0]} training samples"
+            )
+        return shapes["train_labels"][0]
+
+    def _paths(self):
+        """{file key: path} of the four files, None when there are none."""
+        paths = {key: find_idx(self.dir, name) for key, name in FILES.items()}
+        if not any(paths.values()):
+            nested = sorted(
+                sub.name
+                for sub in (self.dir.iterdir() if self.dir.is_dir() else ())
+                if sub.is_dir() and any(find_idx(sub, name) for name in FILES.values())
+            )
+            if nested:
+                mine = [n for n in nested if n.replace("-", "_") == self.name] or nested
+                raise ConfigError(
+                    f"dataset.dir={self.dir} holds the folders {', '.join(nested)}, "
+                    "not the four IDX files",
+                    fix=f"set dataset.dir={self.dir / mine[0]}, or LRLAB_DATA_DIR={self.dir} "
+                    "(the folder that holds mnist/ and fashion-mnist/)",
+                )
+            return None
+        missing = [FILES[k] for k, p in paths.items() if p is None]
+        if missing:
+            raise ConfigError(
+                f"dataset.dir={self.dir} holds some of the IDX files but not {', '.join(missing)}",
+                fix="put all four there (gzip'd or raw; README: Getting the data), "
+                "or point dataset.dir elsewhere",
+            )
+        return paths
 
     def load(self) -> Splits:
         arrays, source = self._from_disk()
@@ -104,9 +203,9 @@ class IdxDataset:
             arrays, source = self._from_keras()
         x_train, y_train, x_test, y_test = arrays
         if not 0 <= self.val_size < len(x_train):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.val_size={self.val_size} must be below the "
-                f"{len(x_train)} training samples."
+                f"{len(x_train)} training samples"
             )
         cut = len(x_train) - self.val_size
         digest = hashlib.sha256()
@@ -132,22 +231,17 @@ class IdxDataset:
         )
 
     def _from_disk(self):
-        paths = {key: find_idx(self.dir, name) for key, name in FILES.items()}
-        if not any(paths.values()):
+        paths = self._paths()
+        if paths is None:
             return None, None
-        missing = [FILES[k] for k, p in paths.items() if p is None]
-        if missing:
-            raise FileNotFoundError(
-                f"dataset.dir={self.dir} holds some of the IDX files but not {missing}; "
-                "put all four there (gzip'd or raw) or point dataset.dir elsewhere."
-            )
         arrays = [read_idx(paths[k]) for k in FILES]
         x_train, y_train, x_test, y_test = arrays
         for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
             if len(images) != len(labels):
-                raise ValueError(
+                raise ConfigError(
                     f"{self.dir}: {split} images ({len(images)}) and labels "
-                    f"({len(labels)}) differ in number."
+                    f"({len(labels)}) differ in number",
+                    fix=REFETCH,
                 )
         return (x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32)), str(self.dir)
 
@@ -159,12 +253,13 @@ class IdxDataset:
             module = getattr(keras.datasets, self.keras_name)
             (x_train, y_train), (x_test, y_test) = module.load_data()
         except Exception as err:
-            raise FileNotFoundError(
-                f"dataset {self.name!r}: no IDX files in {self.dir.resolve()} and the Keras "
-                f"download failed ({type(err).__name__}: {err}). Put the four files "
-                f"({', '.join(FILES.values())}, gzip'd or raw) in that folder, or set "
-                "LRLAB_DATA_DIR to the folder holding mnist/ and fashion-mnist/, or set "
-                "dataset.dir=<folder>."
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise ConfigError(
+                f"dataset.dir={self.dir.resolve()} holds no IDX files and the Keras download "
+                f"of {self.keras_name} failed ({reason})",
+                fix=f"put the four files ({', '.join(FILES.values())}, gzip'd or raw) there "
+                "(README: Getting the data), set LRLAB_DATA_DIR to the folder that holds "
+                "mnist/ and fashion-mnist/, or set dataset.dir=<folder>",
             ) from err
         arrays = (x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32))
         return arrays, f"keras.datasets.{self.keras_name}"

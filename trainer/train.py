@@ -14,18 +14,105 @@ from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
 from schedules import PlateauCallback, ReduceOnPlateau
-from schedules.build import from_config
+from schedules.build import check_keys, from_config
+from schedules.errors import ConfigError
 from trainer.data import batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.tracking.recorder import StepRecorder
-from trainer.tracking.run import TrackedRun, command_line, flatten, git_commit
+from trainer.tracking.run import TrackedRun, command_line, flatten, git_commit, source_tags
 
 log = logging.getLogger(__name__)
 
+# Group keys that say where or how an object is built, not what a user compares: tags or
+# nothing rather than params (they would open MLflow's compare view on useless axes).
+NOT_PARAMS = {"_target_", "dir", "keras_name", "class_names"}
+
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run is marked FAILED with the step."""
+    """The loss became NaN or infinite, or exploded; the run is marked FAILED with the step."""
+
+
+def run_length(t, train_samples, val_size):
+    """(steps per epoch, total steps) of a run on `train_samples` less `val_size` samples."""
+    steps_per_epoch = math.ceil((train_samples - val_size) / t.batch_size)
+    if t.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, t.limit_train_batches)
+    return steps_per_epoch, t.epochs * steps_per_epoch
+
+
+def check_objects(cfg, train_samples, build_schedule=True):
+    """Build the schedule, optimizer and model once, before any data is loaded or run logged.
+
+    Any bad key or value among them is a ConfigError naming it. `train_samples` (from the
+    data files' headers) gives the run's length for `ep` and `dur`; None skips the schedule
+    (its data must be downloaded first), as does `build_schedule=False` (an `auto` rate).
+    """
+    for group in ("optimizer", "model"):
+        check_keys(group, OmegaConf.to_container(cfg[group], resolve=True))
+    schedule = 1e-3
+    if build_schedule and train_samples is not None:
+        steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
+        schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
+    for group, kwargs in (("optimizer", {"learning_rate": schedule}), ("model", {})):
+        try:
+            instantiate(cfg[group], **kwargs)
+        except Exception as err:
+            cause = err.__cause__ or err
+            raise ConfigError(f"{group} ({cfg[group]._target_}): {cause}") from err
+    keras.backend.clear_session()
+
+
+def params(cfg, with_lr_find=False):
+    """What a user compares across runs, as MLflow params: the resolved group keys."""
+    groups = ["dataset", "model", "optimizer", "schedule", "warmup", "plateau", "trainer"]
+    if with_lr_find:
+        groups.append("lr_find")
+    values = {"mode": cfg.mode}
+    for group in groups:
+        node = cfg.get(group)
+        if node is not None:
+            values[group] = _without(OmegaConf.to_container(node, resolve=True))
+    return flatten(values)
+
+
+def _without(node):
+    if isinstance(node, dict):
+        return {k: _without(v) for k, v in node.items() if k not in NOT_PARAMS}
+    if isinstance(node, list):
+        return [_without(v) for v in node]
+    return node
+
+
+def _targets(cfg):
+    """`lrlab.target.<group>` tags: the classes the run was built from."""
+    return {
+        f"lrlab.target.{group}": str(cfg[group]._target_)
+        for group in ("dataset", "model", "optimizer", "schedule", "warmup", "plateau")
+        if cfg.get(group) is not None and "_target_" in cfg[group]
+    }
+
+
+def _inputs(dataset, data):
+    """The splits as MLflow dataset inputs, so the runs table's Dataset column shows them."""
+    import warnings
+
+    import mlflow.data
+
+    source = data.source if "://" in data.source else Path(data.source).resolve().as_uri()
+    inputs = []
+    with warnings.catch_warnings():
+        # MLflow finds two equal local-file source classes for a file:// URI and says so.
+        warnings.simplefilter("ignore", UserWarning)
+        for x, y, split, context in (
+            (data.x_train, data.y_train, "train", "training"),
+            (data.x_test, data.y_test, "test", "test"),
+        ):
+            name = f"{dataset.name}-{split}"
+            digest = data.checksum[:8]
+            found = mlflow.data.from_numpy(x, targets=y, source=source, name=name, digest=digest)
+            inputs.append((found, context))
+    return inputs
 
 
 def _prepare(cfg, choices, mode):
@@ -52,12 +139,18 @@ def _prepare(cfg, choices, mode):
         "mode": mode,
         "mlflow.source.git.commit": commit,
         "lrlab.git_dirty": str(dirty).lower(),
+        **source_tags(),
+        **_targets(cfg),
     }
     return dataset, data, names, tags
 
 
 def train(
-    cfg: DictConfig, choices: dict | None = None, extra_callbacks=(), extra_tags=None
+    cfg: DictConfig,
+    choices: dict | None = None,
+    extra_callbacks=(),
+    extra_tags=None,
+    child_runs=(),
 ) -> dict:
     """Train, evaluate on the test set, and return the final metrics.
 
@@ -66,14 +159,12 @@ def train(
         choices: the config group choices (`{"schedule": "sgdr", ...}`), for names and tags.
         extra_callbacks: more Keras callbacks for `fit` (the benchmark's timer, say).
         extra_tags: more MLflow tags (the range test that chose an `auto` rate, say).
+        child_runs: MLflow run ids to show as children of this run (that range test).
     """
     t = cfg.trainer
     dataset, data, names, tags = _prepare(cfg, choices, "train")
     tags.update(extra_tags or {})
-    steps_per_epoch = math.ceil(len(data.x_train) / t.batch_size)
-    if t.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, t.limit_train_batches)
-    run_steps = t.epochs * steps_per_epoch
+    steps_per_epoch, run_steps = run_length(t, len(data.x_train) + len(data.x_val), len(data.x_val))
 
     schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
     optimizer = instantiate(cfg.optimizer, learning_rate=schedule)
@@ -101,12 +192,17 @@ def train(
         schedule,
     )
 
-    with TrackedRun(cfg.tracking, run_dir, run_name, flatten(cfg), tags) as run:
+    run_params = params(cfg, with_lr_find=bool(child_runs))
+    inputs = _inputs(dataset, data) if cfg.tracking.mlflow else ()
+    with TrackedRun(cfg.tracking, run_dir, run_name, run_params, tags, inputs=inputs) as run:
+        for child in child_runs:
+            run.adopt(child)
         recorder = StepRecorder(
             buffer,
             run.writer,
             flush_every,
             checkpoint_path=run_dir / "best.keras" if t.checkpoint else None,
+            divergence_factor=t.divergence_factor,
         )
         callbacks = [recorder, *extra_callbacks]
         if t.early_stopping_patience is not None:
@@ -145,12 +241,20 @@ def train(
             run.writer.flush()
             _log_curves(run, run_dir, run_name)
 
-        if recorder.nan_step is not None:
-            run.failure = f"non-finite loss at step {recorder.nan_step}"
-            run.set_tags({"lrlab.failed_at_step": str(recorder.nan_step)})
+        if recorder.diverged_step is not None:
+            run.failure = f"{recorder.diverged} at step {recorder.diverged_step}"
+            run.set_tags(
+                {
+                    "lrlab.failed_at_step": str(recorder.diverged_step),
+                    "lrlab.failure": recorder.diverged,
+                    "mlflow.note.content": f"Diverged: {recorder.diverged} at step "
+                    f"{recorder.diverged_step}. {_describe(cfg, names)}",
+                }
+            )
             raise TrainingDiverged(
-                f"{run_name}: the loss became non-finite at step "
-                f"{recorder.nan_step}; the run is marked FAILED."
+                f"{run_name}: {recorder.diverged} at step {recorder.diverged_step}; "
+                "the run is marked FAILED (lower the learning rate, or raise "
+                "trainer.divergence_factor)."
             )
 
         results = model.evaluate(
@@ -168,15 +272,34 @@ def train(
         run.log_artifact(run_dir / "model.keras")
         if t.checkpoint and (run_dir / "best.keras").exists():
             run.log_artifact(run_dir / "best.keras")
+        run.set_tags(
+            {
+                "mlflow.note.content": f"{_describe(cfg, names)} Test accuracy "
+                f"{final['test/accuracy']:.2%} after {recorder.recorded} steps."
+            }
+        )
         final["trained_steps"] = recorder.recorded
         log.info(
             "%s: %s",
             run_name,
             ", ".join(
-                f"{k}={v:.4f}" for k, v in final.items() if not k.startswith("test/iou_class")
+                f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4f}"
+                for k, v in final.items()
+                if not k.startswith("test/iou_class")
             ),
         )
         return final
+
+
+def _describe(cfg, names):
+    """One sentence for the run's description: what was trained, with what."""
+    extras = [w for w in ("warmup", "plateau") if cfg.get(w) is not None]
+    return (
+        f"{names['model'].upper()} on {names['dataset']}, {names['optimizer']} at peak rate "
+        f"{cfg.optimizer.learning_rate:g}, schedule {names['schedule']}"
+        + (f" with {' and '.join(extras)}" if extras else "")
+        + f", {cfg.trainer.epochs} epochs of batch {cfg.trainer.batch_size}."
+    )
 
 
 def find_lr(cfg: DictConfig, choices: dict | None = None, subfolder=None) -> dict:
@@ -193,10 +316,13 @@ def find_lr(cfg: DictConfig, choices: dict | None = None, subfolder=None) -> dic
     dataset, data, names, tags = _prepare(cfg, choices, "lr_find")
     run_name = f"lr_find-{names['model']}-{names['dataset']}-{names['optimizer']}"
     run_dir = Path(cfg.output_dir) / (subfolder or "")
-    params = flatten(
-        {key: cfg[key] for key in ("dataset", "model", "optimizer", "trainer", "lr_find")}
+    values = flatten(
+        {
+            key: _without(OmegaConf.to_container(cfg[key], resolve=True))
+            for key in ("dataset", "model", "optimizer", "trainer", "lr_find")
+        }
     )
-    with TrackedRun(cfg.tracking, run_dir, run_name, params, tags, step_csv=False) as run:
+    with TrackedRun(cfg.tracking, run_dir, run_name, values, tags, step_csv=False) as run:
         result = range_test(
             instantiate(cfg.model),
             lambda lr: instantiate(cfg.optimizer, learning_rate=lr),

@@ -3,7 +3,8 @@
 It reads the buffer every `flush_every` steps (from Keras' callback thread pool, so the
 training loop does not wait), at every epoch end, and once more on any exit (`drain`).
 It also logs the epoch metrics, keeps the best validation checkpoint, and stops
-training at the first non-finite loss.
+training at the first non-finite loss, or at the first batch loss above
+`divergence_factor` times the first step's loss (an exploding but finite loss).
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ class StepRecorder(keras.callbacks.Callback):
     # Safe to run in Keras' callback thread pool: it only reads variables and takes a lock.
     async_safe = True
 
-    def __init__(self, buffer, writer, flush_every, checkpoint_path=None, monitor="val_loss"):
+    def __init__(
+        self,
+        buffer,
+        writer,
+        flush_every,
+        checkpoint_path=None,
+        monitor="val_loss",
+        divergence_factor=None,
+    ):
         super().__init__()
         self.buffer = buffer
         self.writer = writer
@@ -45,7 +54,10 @@ class StepRecorder(keras.callbacks.Callback):
         # The buffer holds 4 F + S rows (F = flush_every, S = steps per execution): the loop
         # waits once 3 F are unread, leaving F + S rows for the steps already in flight.
         self._max_unread = 3 * self.flush_every
-        self.nan_step = None
+        self.divergence_factor = divergence_factor
+        self.first_loss = None
+        self.diverged_step = None  # the first step whose loss was non-finite or exploded
+        self.diverged = None  # what happened there, in words
         self.best = math.inf
         self._lock = threading.Lock()
         self._epoch_first_step = 0
@@ -74,16 +86,36 @@ class StepRecorder(keras.callbacks.Callback):
             steps, lrs, losses, confusions = self.buffer.read(self.recorded, stop)
             if not len(steps):
                 return
-            bad = ~np.isfinite(losses)
-            if bad.any() and self.nan_step is None:
-                self.nan_step = int(steps[bad.argmax()])
-                log.error(
-                    "loss is %s at step %d; stopping training", losses[bad.argmax()], self.nan_step
-                )
-                self.model.stop_training = True
+            if self.diverged_step is None:
+                self._watch(steps, losses)
             # Columns as in trainer.tracking.rows.COLUMNS: step, lr, loss, mean_iou.
             self.writer.steps(np.column_stack([steps, lrs, losses, mean_iou_np(confusions)]))
             self.recorded += len(steps)
+
+    def _watch(self, steps, losses):
+        if self.first_loss is None and steps[0] == 0 and np.isfinite(losses[0]):
+            self.first_loss = float(losses[0])
+        bad = ~np.isfinite(losses)
+        what = "the loss became non-finite"
+        if self.divergence_factor is not None and self.first_loss is not None:
+            limit = self.divergence_factor * self.first_loss
+            exploded = np.isfinite(losses) & (losses > limit)
+            if exploded.any() and (not bad.any() or exploded.argmax() < bad.argmax()):
+                bad = exploded
+                what = (
+                    f"the loss exploded (above {self.divergence_factor:g} x the first step's "
+                    f"{self.first_loss:.4g})"
+                )
+        if bad.any():
+            self.diverged_step = int(steps[bad.argmax()])
+            self.diverged = what
+            log.error(
+                "%s: %s at step %d; stopping training",
+                what,
+                losses[bad.argmax()],
+                self.diverged_step,
+            )
+            self.model.stop_training = True
 
     # --- per epoch --------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
@@ -110,7 +142,8 @@ class StepRecorder(keras.callbacks.Callback):
             ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in values.items()),
         )
         current = logs.get(self.monitor)
-        if self.checkpoint_path and current is not None and current < self.best:
+        improved = current is not None and current < self.best
+        if self.checkpoint_path and improved and self.diverged_step is None:
             self.best = current
             self.model.save(self.checkpoint_path)
             log.info(

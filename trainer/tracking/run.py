@@ -13,10 +13,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from schedules.errors import ConfigError
 from trainer.tracking.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# MLflow 3's UI opens an experiment with this tag on its model-training view (runs, metric
+# and param columns, charts) rather than the GenAI overview of traces.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def flatten(cfg, prefix=""):
@@ -60,13 +64,14 @@ def git_commit():
 class TrackedRun:
     """Opens the sinks for a run in `run_dir` and the MLflow run when tracking.mlflow is on."""
 
-    def __init__(self, tracking, run_dir, run_name, params, tags, step_csv=True):
+    def __init__(self, tracking, run_dir, run_name, params, tags, step_csv=True, inputs=()):
         self.tracking = tracking
         self.run_dir = Path(run_dir)
         self.run_name = run_name
         self.params = params
         self.tags = tags
         self.step_csv = step_csv
+        self.inputs = inputs  # (mlflow.data Dataset, context) pairs for mlflow.log_input
         self.run_id = None
         self.failure = None  # set to a reason to end as FAILED without an exception
 
@@ -87,16 +92,30 @@ class TrackedRun:
 
         mlflow.set_tracking_uri(self.tracking.uri)
         client = MlflowClient()
-        experiment = client.get_experiment_by_name(self.tracking.experiment)
-        if experiment is None:
-            experiment_id = client.create_experiment(
-                self.tracking.experiment, artifact_location=self._artifact_location()
-            )
-        else:
-            experiment_id = experiment.experiment_id
+        try:
+            experiment = client.get_experiment_by_name(self.tracking.experiment)
+            if experiment is None:
+                experiment_id = client.create_experiment(
+                    self.tracking.experiment,
+                    artifact_location=self._artifact_location(),
+                    tags=EXPERIMENT_KIND,
+                )
+            else:
+                experiment_id = experiment.experiment_id
+                if not experiment.tags.get("mlflow.experimentKind"):
+                    for key, value in EXPERIMENT_KIND.items():
+                        client.set_experiment_tag(experiment_id, key, value)
+        except Exception as err:  # before any run exists: an input error, not a crash
+            raise ConfigError(
+                f"tracking.uri={self.tracking.uri}: MLflow could not open the experiment "
+                f"{self.tracking.experiment!r} ({type(err).__name__}: {str(err)[:300]})",
+                fix="check the URI and the store, or set tracking.mlflow=false",
+            ) from err
         run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_name, tags=self.tags)
         self.run_id = run.info.run_id
         mlflow.log_params(self.params, synchronous=True)
+        for dataset, context in self.inputs:
+            mlflow.log_input(dataset, context=context)
         log.info(
             "MLflow run %s (%s) in experiment %r at %s",
             self.run_name,
@@ -125,6 +144,13 @@ class TrackedRun:
 
             mlflow.set_tags(tags)
 
+    def adopt(self, run_id):
+        """Show the finished run `run_id` (a range test, say) as a child of this run."""
+        if self.run_id is not None and run_id is not None:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(self.tracking.uri).set_tag(run_id, "mlflow.parentRunId", self.run_id)
+
     def __exit__(self, exc_type, exc, tb):
         try:
             self.writer.close()
@@ -140,8 +166,18 @@ class TrackedRun:
                     status = "FINISHED"
                 mlflow.end_run(status=status)
                 log.info("MLflow run %s ended %s", self.run_id, status)
+            if exc_type is KeyboardInterrupt and exc is not None:
+                where = f"MLflow run {self.run_name} ({self.run_id}) saved as KILLED, with "
+                exc.lrlab_note = (
+                    where if self.run_id else ""
+                ) + f"every step trained so far in {self.run_dir}"
         return False
 
 
 def command_line():
     return " ".join(["python -m trainer", *sys.argv[1:]])
+
+
+def source_tags():
+    """What MLflow's UI shows as the run's Source: the command, not `__main__`."""
+    return {"mlflow.source.name": command_line(), "mlflow.source.type": "LOCAL"}

@@ -1,0 +1,109 @@
+"""Check command-line overrides before Hydra composes: an unknown key gets "did you mean".
+
+Hydra answers `trainer.epoch=3` with "Key 'epoch' is not in struct" and advises
+`+trainer.epoch=3`, which then adds a key nothing reads. Here every key override is checked
+against the config it will land in (composed with the same group choices, each option of a
+swept group in turn), with or without `+`. A `+key` under a node with a `_target_` is a new
+constructor argument and passes; `schedules.build.check_keys` checks it against the target.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from schedules.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def check_overrides(config_name, args, app):
+    """Raise a ConfigError for the first key override that names no key of the config."""
+    if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in args):
+        return  # --help, --cfg job, ...: Hydra's own flags, nothing to train
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in args if a not in ("-m", "--multirun")]
+        )
+    except Exception:
+        return  # a syntax error: Hydra reports it
+    overrides = [o for o in overrides if not o.is_hydra_override() and not o.is_delete()]
+    groups = [o for o in overrides if (CONF / o.key_or_group).is_dir()]
+    for o in groups:
+        _check_options(o, app)
+    keys = [o for o in overrides if o not in groups]
+    if not keys:
+        return
+    known = _known_keys(config_name, groups)
+    if known is None:
+        return  # the groups do not compose: Hydra reports why
+    paths, targets = known
+    for o in keys:
+        key = o.key_or_group
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if key in paths or any(key.startswith(f"{p}.") for p in paths if paths[p] == "list"):
+            continue
+        if (o.is_add() or o.is_force_add()) and parent in targets:
+            continue
+        close = difflib.get_close_matches(key, list(paths), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "no key of that name exists"
+        raise ConfigError(
+            f"{key} is not a config key ({hint})",
+            fix=f"{app} --cfg job prints every key; {app} --help lists the groups",
+        )
+
+
+def _check_options(override, app):
+    group = override.key_or_group
+    available = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    for option in _options(override):
+        if option != "null" and option not in available:
+            close = difflib.get_close_matches(option, available, n=1, cutoff=0.6)
+            hint = f"did you mean {group}={close[0]}? " if close else ""
+            raise ConfigError(
+                f"{group}={option}: no such option ({hint}{group} takes {', '.join(available)})",
+                fix=f"{app} --help lists every group and option",
+            )
+
+
+def _known_keys(config_name, groups):
+    """{dotted path: "node"|"list"|"value"} and the set of paths with a `_target_`."""
+    from hydra import compose, initialize_config_dir
+
+    choices = [(o.key_or_group, _options(o)) for o in groups]
+    base = [f"{group}={options[0]}" for group, options in choices]
+    variants = [base]
+    for i, (group, options) in enumerate(choices):
+        variants += [[*base[:i], f"{group}={option}", *base[i + 1 :]] for option in options[1:]]
+    paths, targets = {}, set()
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            for variant in variants:
+                cfg = compose(config_name, overrides=variant)
+                _walk(OmegaConf.to_container(cfg, resolve=False), "", paths, targets)
+    except Exception:
+        return None
+    return paths, targets
+
+
+def _options(override):
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    value = override.value()
+    return ["null" if value is None else str(value)]
+
+
+def _walk(node, prefix, paths, targets):
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            paths[path] = "node"
+            if "_target_" in value:
+                targets.add(path)
+            _walk(value, f"{path}.", paths, targets)
+        else:
+            paths[path] = "list" if isinstance(value, list) else "value"

@@ -1,0 +1,287 @@
+"""Bad input through the real commands: a few lines that name the key or file, and no run.
+
+Every case runs `python -m trainer` or `python -m schedules` as a user does and checks that
+it exits with status 2 in at most 10 lines naming what was wrong, with no traceback and no
+MLflow run left behind; cases that need no TensorFlow must not import it (so they answer
+in well under 2 s: `bench/error_latency.py` times them).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import DATASETS, ROOT
+
+FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+@dataclass
+class Case:
+    name: str
+    args: list
+    expected: list  # substrings of the output
+    tensorflow: bool = False  # whether finding the error needs TensorFlow
+    app: str = "trainer"
+    env: dict = field(default_factory=dict)
+    data: str | None = None  # a broken copy of MNIST to point dataset.dir at
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CASES = [
+    # Config groups, keys and types: answered before TensorFlow.
+    Case(
+        "unknown schedule", ["schedule=cosin"], ["schedule=cosin", "did you mean schedule=cosine"]
+    ),
+    Case("unknown model", ["model=resnet"], ["model=resnet: no such option", "cnn, mlp"]),
+    Case("unknown key", ["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
+    Case("unknown key added", ["+trainer.epoch=1"], ["did you mean trainer.epochs?"]),
+    Case("unknown nested key", ["tracking.flush_every=10"], ["tracking.flush_every_steps"]),
+    Case("unknown top key", ["+epochs=3"], ["epochs is not a config key"]),
+    Case("wrong type", ["trainer.epochs=abc"], ["trainer.epochs must be a whole number"]),
+    Case("zero batch", ["trainer.batch_size=0"], ["Received: trainer.batch_size=0"]),
+    Case("bad choice", ["trainer.jit_compile=maybe"], ["trainer.jit_compile must be auto"]),
+    Case("bad mode", ["mode=fit"], ["mode must be train or lr_find"]),
+    Case("negative rate", ["optimizer.learning_rate=-1"], ["optimizer.learning_rate must be"]),
+    Case("text rate", ["optimizer.learning_rate=abc"], ["Received: optimizer.learning_rate='abc'"]),
+    Case("range test setting", ["lr_find.smoothing=1.0"], ["lr_find.smoothing must be in [0, 1)"]),
+    # Schedule arguments: need the schedule classes (TensorFlow), come before the data.
+    Case(
+        "negative peak",
+        ["schedule.initial_lr=-0.01"],
+        ["schedule.initial_lr must be > 0", "Received: schedule.initial_lr=-0.01"],
+        tensorflow=True,
+    ),
+    Case(
+        "text peak",
+        ["schedule=clr", "schedule.max_lr=abc"],
+        ["schedule.max_lr must be a finite number", "schedule.max_lr='abc'"],
+        tensorflow=True,
+    ),
+    Case(
+        "peak below base",
+        ["schedule=clr", "schedule.max_lr=1e-5"],
+        ["schedule.max_lr must be >= base_lr"],
+        tensorflow=True,
+    ),
+    Case(
+        "decay rate above 1",
+        ["schedule=exponential", "schedule.decay_rate=1.5"],
+        ["schedule.decay_rate must be in (0, 1]"],
+        tensorflow=True,
+    ),
+    Case(
+        "piecewise counts",
+        ["schedule=piecewise", "schedule.values=[0.1,0.01]"],
+        ["schedule.values must be a list of 3 rates"],
+        tensorflow=True,
+    ),
+    Case(
+        "unknown unit",
+        ["schedule=step", "schedule.step_size=3weeks"],
+        ["schedule.step_size must be", "'3weeks'", "2ep"],
+        tensorflow=True,
+    ),
+    Case(
+        "negative length",
+        ["schedule=step", "schedule.step_size=-1ep"],
+        ["schedule.step_size", "'-1ep'"],
+        tensorflow=True,
+    ),
+    Case(
+        "unit alone",
+        ["schedule=sgdr", "schedule.first_cycle_steps=ep"],
+        ["schedule.first_cycle_steps", "'ep'"],
+        tensorflow=True,
+    ),
+    Case(
+        "fraction of a step",
+        ["schedule=clr", "schedule.step_size=2.5"],
+        ["schedule.step_size", "2.5ep"],
+        tensorflow=True,
+    ),
+    Case(
+        "warmup takes the run",
+        ["schedule=one_cycle", "warmup=linear", "warmup.warmup_steps=1dur"],
+        ["takes the whole run", "nothing is left for the schedule"],
+        tensorflow=True,
+    ),
+    Case(
+        "schedule key added",
+        ["+schedule.min_rate=0.1"],
+        ["has no key 'min_rate'", "did you mean schedule.min_lr?"],
+        tensorflow=True,
+    ),
+    Case(
+        "optimizer key added",
+        ["+optimizer.learning_rat=0.1"],
+        ["optimizer (keras.optimizers.Adam)", "learning_rat"],
+        tensorflow=True,
+    ),
+    # Data: the headers are read before TensorFlow.
+    Case(
+        "the folder above the dataset",
+        [f"dataset.dir={DATASETS}"],
+        ["holds the folders", f"dataset.dir={DATASETS / 'mnist'}", "LRLAB_DATA_DIR"],
+    ),
+    Case("partial data", ["dataset.dir={data}"], ["not t10k-labels-idx1-ubyte"], data="partial"),
+    Case("truncated data", ["dataset.dir={data}"], ["truncated or corrupt"], data="truncated"),
+    Case("foreign file", ["dataset.dir={data}"], ["not an IDX file"], data="foreign"),
+    Case("empty file", ["dataset.dir={data}"], ["t10k-labels-idx1-ubyte"], data="empty"),
+    Case(
+        "corrupt inside",
+        ["dataset.dir={data}"],
+        ["cannot read it as an IDX file", "fetch the file again"],
+        tensorflow=True,  # only decoding the whole file finds it
+        data="corrupt",
+    ),
+    Case(
+        "no data and no network",
+        ["dataset.dir={data}/nowhere"],
+        ["holds no IDX files", "download", "README: Getting the data"],
+        tensorflow=True,
+        # The real Keras download, through a proxy that refuses, with an empty cache.
+        env={"https_proxy": f"http://127.0.0.1:{_closed_port()}", "KERAS_HOME": "{tmp}/keras"},
+        data="partial",
+    ),
+    # Tracking: checked in seconds, before TensorFlow.
+    Case(
+        "no server there",
+        [],
+        ["tracking.uri=http://127.0.0.1:", "no MLflow server answers"],
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"},
+    ),
+    Case("no such host", ["tracking.uri=http://mlflow.invalid:5000"], ["mlflow.invalid:5000"]),
+    Case("unknown scheme", ["tracking.uri=ftp://host/x"], ["unknown scheme 'ftp'"]),
+    Case(
+        "no such folder",
+        ["tracking.uri=sqlite:////nonexistent/lrlab/mlflow.db"],
+        ["/nonexistent/lrlab", "does not exist"],
+    ),
+    # The preview app.
+    Case("preview: unknown schedule", ["schedule=cosin"], ["did you mean"], app="schedules"),
+    Case("preview: unknown key", ["preview.step=5"], ["preview.steps?"], app="schedules"),
+    Case("preview: no steps", ["preview.steps=0"], ["preview.steps must be"], app="schedules"),
+    Case(
+        "preview: unknown unit",
+        ["schedule=step", "schedule.step_size=3weeks"],
+        ["schedule.step_size must be"],
+        tensorflow=True,
+        app="schedules",
+    ),
+]
+
+
+def broken_copy(kind, folder):
+    """A copy of MNIST's four files in `folder`, broken in the way `kind` names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copy(DATASETS / "mnist" / name, folder / name)
+    target = folder / FILES[0]
+    if kind == "partial":
+        (folder / FILES[3]).unlink()
+    elif kind == "truncated":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif kind == "foreign":
+        (folder / FILES[1]).unlink()
+        (folder / FILES[1].removesuffix(".gz")).write_bytes(b"<html>not found</html>")
+    elif kind == "empty":
+        (folder / FILES[3]).write_bytes(b"")
+    elif kind == "corrupt":
+        # Flip bytes in the middle of the compressed stream; header and size stay right.
+        data = bytearray(target.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+        target.write_bytes(bytes(data))
+        with gzip.open(target) as f:
+            assert f.read(16)  # the header still reads
+    return folder
+
+
+def run_case(case, tmp_path):
+    """(completed process, output lines without -X importtime's, imported modules, seconds)."""
+    data = broken_copy(case.data, tmp_path / "data") if case.data else None
+    args = [a.replace("{data}", str(data)) for a in case.args]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")
+    }
+    env.update(LRLAB_DATA_DIR=str(DATASETS))
+    env.update({k: v.replace("{tmp}", str(tmp_path)) for k, v in case.env.items()})
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", case.app, *args],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.perf_counter() - started
+    err_lines, modules = [], set()
+    for line in out.stderr.splitlines():
+        if line.startswith("import time:"):
+            modules.add(line.split("|")[-1].strip())
+        else:
+            err_lines.append(line)
+    lines = [line for line in out.stdout.splitlines() + err_lines if line.strip()]
+    return out, lines, modules, seconds
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_a_few_clear_lines_and_no_run(case, tmp_path):
+    out, lines, modules, _ = run_case(case, tmp_path)
+    text = "\n".join(lines)
+    assert out.returncode == 2, text
+    assert f"python -m {case.app}: error:" in text, text
+    for expected in case.expected:
+        assert expected in text, text
+    assert "Traceback" not in text, text
+    assert len(lines) <= 10, text
+    if not case.tensorflow:
+        assert "tensorflow" not in modules, f"{case.name} imported TensorFlow"
+    # No MLflow run was started: a store, if one was even created, holds no run.
+    store = tmp_path / "mlflow.db"
+    if store.exists():
+        import sqlite3
+
+        with sqlite3.connect(store) as db:
+            assert db.execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 25
+    assert {c.app for c in CASES} == {"trainer", "schedules"}
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    case = Case("traceback", ["schedule=step", "schedule.step_size=3weeks"], [], app="schedules")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "schedules", *case.args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0 and "Traceback" in out.stderr and "ConfigError" in out.stderr
