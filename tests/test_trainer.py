@@ -278,23 +278,17 @@ def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0, output
+    assert proc.returncode == 130, output
+    # One line says what became of the run, instead of a traceback.
+    assert "Traceback" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("python -m trainer: interrupted; MLflow run mlp-mnist-cosine ("), last
+    assert "saved as KILLED" in last
     client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     assert run.info.status == "KILLED", output
     trained = len(read_steps_csv(steps_csv))
     assert 60 <= trained < 50 * 200
     assert_every_step_once(workdir, run, client, trained)
-
-
-def test_bad_override_fails_fast_with_a_clear_message(workdir):
-    out = run_trainer("trainer.batch_size=0", "schedule=cosine")
-    assert out.returncode != 0
-    assert (
-        "trainer.batch_size must be a whole number >= 1. Received: trainer.batch_size=0"
-        in out.stderr
-    )
-    unknown = run_trainer("schedule=cosin")
-    assert "Could not find 'schedule/cosin'" in unknown.stderr and "cosine" in unknown.stderr
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,8 @@ def plot(result, path, title="", chosen="valley"):
     for rule, lr in result.suggestions.items():
         if math.isfinite(lr):
             mark = " (used by auto)" if rule == chosen else ""
-            ax.axvline(lr, color=colours[rule], ls="--", lw=1.2, label=f"{rule}: {lr:.3g}{mark}")
+            name = "minimum / 10" if rule == "minimum" else rule
+            ax.axvline(lr, color=colours[rule], ls="--", lw=1.2, label=f"{name}: {lr:.3g}{mark}")
     ax.set_xscale("log")
     finite = result.smoothed[np.isfinite(result.smoothed)]
     if len(finite):
