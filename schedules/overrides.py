@@ -45,6 +45,11 @@ def check_overrides(config_name, args, app):
     for o in keys:
         key = o.key_or_group
         parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if key in paths and o.is_add():
+            raise ConfigError(
+                f"+{key} adds a key, but {key} exists already",
+                fix=f"set it without the +: {key}={o.get_value_element_as_str()}",
+            )
         if key in paths or any(key.startswith(f"{p}.") for p in paths if paths[p] == "list"):
             continue
         if (o.is_add() or o.is_force_add()) and parent in targets:

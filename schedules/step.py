@@ -20,7 +20,7 @@ class StepDecay(Schedule):
     ```
 
     The first drop happens at `step = step_size`, never at step 0. PyTorch's
-    `StepLR(step_size, gamma)` counts in epochs; give `step_epochs` in the config for that.
+    `StepLR(step_size, gamma)` counts in epochs; give `step_size: 1ep` (say) in the config for that.
 
     Args:
         initial_lr: rate for steps 0 .. step_size-1, > 0.

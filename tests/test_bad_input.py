@@ -39,6 +39,11 @@ class Case:
     env: dict = field(default_factory=dict)
     data: str | None = None  # a broken copy of MNIST to point dataset.dir at
 
+    @property
+    def before_data(self):
+        """Schedule, optimizer and model errors must come before the data is loaded."""
+        return self.app == "trainer" and self.data is None and "dataset" not in str(self.args)
+
 
 def _closed_port():
     with socket.socket() as s:
@@ -56,6 +61,11 @@ CASES = [
     Case("unknown key added", ["+trainer.epoch=1"], ["did you mean trainer.epochs?"]),
     Case("unknown nested key", ["tracking.flush_every=10"], ["tracking.flush_every_steps"]),
     Case("unknown top key", ["+epochs=3"], ["epochs is not a config key"]),
+    Case(
+        "existing key added",
+        ["+optimizer.learning_rate=0.01"],
+        ["exists already", "optimizer.learning_rate=0.01"],
+    ),
     Case("wrong type", ["trainer.epochs=abc"], ["trainer.epochs must be a whole number"]),
     Case("zero batch", ["trainer.batch_size=0"], ["Received: trainer.batch_size=0"]),
     Case("bad choice", ["trainer.jit_compile=maybe"], ["trainer.jit_compile must be auto"]),
@@ -259,6 +269,8 @@ def test_bad_input_gets_a_few_clear_lines_and_no_run(case, tmp_path):
     assert len(lines) <= 10, text
     if not case.tensorflow:
         assert "tensorflow" not in modules, f"{case.name} imported TensorFlow"
+    if case.before_data:
+        assert "validation, " not in text, text  # the data loader's "N train, N validation"
     # No MLflow run was started: a store, if one was even created, holds no run.
     store = tmp_path / "mlflow.db"
     if store.exists():

@@ -6,6 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from schedules.errors import ConfigError
 from trainer.data import FILES, IdxDataset, read_idx
 
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -58,21 +59,38 @@ def test_some_files_missing_is_an_error_naming_them(datasets, tmp_path):
     (tmp_path / f"{FILES['train_images']}.gz").write_bytes(
         (datasets / "mnist" / f"{FILES['train_images']}.gz").read_bytes()
     )
-    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+    with pytest.raises(ConfigError, match="t10k-labels-idx1-ubyte"):
         IdxDataset("mnist", tmp_path, "mnist").load()
+    with pytest.raises(ConfigError, match="t10k-labels-idx1-ubyte"):
+        IdxDataset("mnist", tmp_path, "mnist").check()
 
 
-def test_no_files_falls_back_to_the_keras_download(tmp_path, monkeypatch):
+def test_check_reads_headers_only_and_counts_the_training_samples(datasets):
+    assert IdxDataset("mnist", datasets / "mnist", "mnist").check() == 60000
+    assert IdxDataset("mnist", datasets / "nowhere", "mnist").check() is None  # download
+
+
+def test_the_folder_above_the_datasets_is_recognised(datasets):
+    with pytest.raises(ConfigError, match=r"(?s)holds the folders .*fix: set dataset.dir=.*mnist"):
+        IdxDataset("mnist", datasets, "mnist").check()
+
+
+def test_no_files_tries_the_keras_download_and_says_how_to_get_the_files(tmp_path, monkeypatch):
+    # The real download, made to fail the same way with or without a network: through a
+    # proxy on a port nothing listens on, with an empty Keras cache.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    dataset = IdxDataset("mnist", tmp_path / "empty", "mnist")
-    try:
-        splits = dataset.load()
-    except FileNotFoundError as err:  # no network: the message must say where and how
-        message = str(err)
-        assert str((tmp_path / "empty").resolve()) in message
-        assert "Keras download failed" in message and "LRLAB_DATA_DIR" in message
-    else:  # network: the download is real MNIST
-        assert splits.source == "keras.datasets.mnist" and splits.x_test.shape == (10000, 28, 28)
+    with pytest.raises(ConfigError) as err:
+        IdxDataset("mnist", tmp_path / "empty", "mnist").load()
+    message = str(err.value)
+    assert str((tmp_path / "empty").resolve()) in message
+    assert "Keras download of mnist failed" in message and "LRLAB_DATA_DIR" in message
+    assert "README: Getting the data" in message
 
 
 def test_val_size_must_leave_training_data(datasets):

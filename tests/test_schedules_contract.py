@@ -20,7 +20,7 @@ RUN_STEPS = 60
 # Lengths some configs give in steps, shrunk to the test's scale.
 SMALL = {"clr": ["schedule.step_size=7"], "range_test": ["schedule.num_steps=50"]}
 VARIANTS = [(name, ()) for name in SCHEDULE_NAMES] + [
-    ("step", ("warmup=linear", "warmup.warmup_epochs=0.5")),
+    ("step", ("warmup=linear", "warmup.warmup_steps=0.5ep")),
     ("cosine", ("plateau=reduce",)),
 ]
 IDS = [name + "".join(f"[{o}]" for o in extra) for name, extra in VARIANTS]

@@ -383,3 +383,20 @@ def test_logs_to_an_mlflow_server_named_by_the_environment(workdir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):
+    argv, env = trainer_command(
+        "model=mlp",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=5",
+        f"output_dir={workdir}/run",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+    )
+    env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user runs it
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    console = out.stdout + out.stderr
+    for notice in ("oneDNN", "cuInit", "cuda", "absl::InitializeLog", "cpu_feature_guard"):
+        assert notice not in console, notice
+    assert "trained_steps=5" in console and "trained_steps=5." not in console
