@@ -160,6 +160,7 @@ def test_end_to_end(workdir, overrides, name):
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["mlflow.source.name"].startswith("python -m trainer")
+    assert "/" not in tags["mlflow.source.name"]  # the UI shows what follows the last /
     assert f"{results['test/accuracy']:.2%}" in tags["mlflow.note.content"]
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {f"{cfg.dataset.name}-train", f"{cfg.dataset.name}-test"}

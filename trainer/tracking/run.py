@@ -123,6 +123,14 @@ class TrackedRun:
             self.tracking.experiment,
             self.tracking.uri,
         )
+        if self.tracking.uri.startswith(("http://", "https://")):
+            # MLflow 3.17's UI opens on its GenAI view unless asked for model training.
+            log.info(
+                "open it: %s/#/experiments/%s/runs/%s/model-metrics?workflowType=machine_learning",
+                self.tracking.uri.rstrip("/"),
+                experiment_id,
+                self.run_id,
+            )
 
     def _artifact_location(self):
         """Artifacts beside a SQLite store (instead of the working directory)."""
@@ -179,5 +187,14 @@ def command_line():
 
 
 def source_tags():
-    """What MLflow's UI shows as the run's Source: the command, not `__main__`."""
-    return {"mlflow.source.name": command_line(), "mlflow.source.type": "LOCAL"}
+    """What MLflow's UI shows as the run's Source: the command, not `__main__`.
+
+    The UI shows a source name after its last `/`, so overrides holding a path or a URI
+    (output folders, tracking stores: where, not what) are left out here; `lrlab.command`
+    keeps the whole command line.
+    """
+    what = [arg for arg in sys.argv[1:] if "/" not in arg]
+    return {
+        "mlflow.source.name": " ".join(["python -m trainer", *what]),
+        "mlflow.source.type": "LOCAL",
+    }
