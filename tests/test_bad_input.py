@@ -236,6 +236,9 @@ def run_case(case, tmp_path):
         if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")
     }
     env.update(LRLAB_DATA_DIR=str(DATASETS))
+    if not case.tensorflow:
+        # Nothing captured: were TensorFlow imported, -X importtime would show it.
+        env["LRLAB_TF_LOGS"] = "1"
     env.update({k: v.replace("{tmp}", str(tmp_path)) for k, v in case.env.items()})
     started = time.perf_counter()
     out = subprocess.run(
