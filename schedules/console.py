@@ -69,5 +69,5 @@ def input_errors_reported(app):
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.stdout.flush()
-        print(f"{app}: error: {err}", file=sys.stderr)  # noqa: T201 - the CLI's last words
+        sys.stderr.write(f"{app}: error: {err}\n")
         sys.exit(2)

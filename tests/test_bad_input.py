@@ -190,6 +190,44 @@ CASES = [
     Case("preview: unknown schedule", ["schedule=cosin"], ["did you mean"], app="schedules"),
     Case("preview: unknown key", ["preview.step=5"], ["preview.steps?"], app="schedules"),
     Case("preview: no steps", ["preview.steps=0"], ["preview.steps must be"], app="schedules"),
+    # One rule of every other family, and of the wrappers, through the preview app.
+    *(
+        Case(f"preview: {name}", args, [expected], tensorflow=True, app="schedules")
+        for name, args, expected in [
+            ("constant", ["schedule=constant", "schedule.lr=0"], "schedule.lr must be > 0"),
+            (
+                "inverse_time",
+                ["schedule=inverse_time", "schedule.staircase=maybe"],
+                "schedule.staircase must be true or false",
+            ),
+            (
+                "polynomial",
+                ["schedule=polynomial", "schedule.power=0"],
+                "schedule.power must be > 0",
+            ),
+            (
+                "one_cycle",
+                ["schedule=one_cycle", "schedule.anneal_strategy=exp"],
+                "schedule.anneal_strategy must be one of",
+            ),
+            (
+                "range_test",
+                ["schedule=range_test", "schedule.max_lr=1e-8"],
+                "schedule.max_lr must be > min_lr",
+            ),
+            (
+                "sequence",
+                ["schedule=sequence", "schedule.boundaries=[0]"],
+                "schedule.boundaries must be > 0",
+            ),
+            ("warmup", ["warmup=linear", "warmup.start_lr=-1"], "warmup.start_lr must be >= 0"),
+            (
+                "plateau",
+                ["plateau=reduce", "plateau.factor=1.5"],
+                "plateau.factor must be in (0, 1)",
+            ),
+        ]
+    ),
     Case(
         "preview: unknown unit",
         ["schedule=step", "schedule.step_size=3weeks"],
