@@ -73,6 +73,7 @@ CASES = [
     Case("negative rate", ["optimizer.learning_rate=-1"], ["optimizer.learning_rate must be"]),
     Case("text rate", ["optimizer.learning_rate=abc"], ["Received: optimizer.learning_rate='abc'"]),
     Case("range test setting", ["lr_find.smoothing=1.0"], ["lr_find.smoothing must be in [0, 1)"]),
+    Case("optimized metric", ["optimized_metric=accuracy"], ["optimized_metric must be a final"]),
     # Schedule arguments: need the schedule classes (TensorFlow), come before the data.
     Case(
         "negative peak",

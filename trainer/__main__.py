@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float | None:
     choices = dict(HydraConfig.get().runtime.choices)
     with input_errors_reported(APP):
         results = trainer.run(cfg, choices)
-    return results.get("test/accuracy")
+    return results.get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

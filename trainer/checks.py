@@ -76,6 +76,13 @@ def check_config(cfg: DictConfig) -> None:
         factor,
     )
     need(cfg.mode in ("train", "lr_find"), "mode", "train or lr_find", cfg.mode)
+    metric = cfg.optimized_metric
+    need(
+        cfg.mode != "train" or metric in FINAL_METRICS or _is_class_iou(metric),
+        "optimized_metric",
+        f"a final metric of the run: {', '.join(FINAL_METRICS)} or test/iou_class_<k>",
+        metric,
+    )
     f = cfg.lr_find
     need(_number(f.min_lr) and f.min_lr > 0, "lr_find.min_lr", "> 0", f.min_lr)
     need(
@@ -118,6 +125,15 @@ def check_config(cfg: DictConfig) -> None:
             need(cfg.mode == "train", "mode", "train when a schedule key is auto", cfg.mode)
     if problems:
         raise ConfigError("\n  ".join(problems))
+
+
+# What a training run returns at its end (see trainer.train.train), for optimized_metric.
+FINAL_METRICS = ("test/accuracy", "test/loss", "test/mean_iou")
+
+
+def _is_class_iou(name):
+    prefix = "test/iou_class_"
+    return isinstance(name, str) and name.startswith(prefix) and name[len(prefix) :].isdigit()
 
 
 # Schedule keys that `auto` may set from the range test's suggestion.
