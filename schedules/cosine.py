@@ -5,6 +5,7 @@ import math
 from keras import ops
 
 from schedules.base import Schedule, check_non_negative, check_positive, fail, register
+from schedules.join import join, ramp
 
 
 def cosine_fraction(t, period):
@@ -63,6 +64,5 @@ class CosineDecay(Schedule):
 
         if not self.warmup_steps:
             return decayed(step)
-        warmup = ops.cast(self.warmup_steps, "float32")
-        ramp = (initial - self.warmup_start_lr) * (step / warmup) + self.warmup_start_lr
-        return ops.where(step < warmup, ramp, decayed(ops.maximum(step - warmup, 0.0)))
+        up = ramp(self.warmup_start_lr, initial, self.warmup_steps)
+        return join(step, [up, decayed], [self.warmup_steps])

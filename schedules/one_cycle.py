@@ -13,6 +13,7 @@ from schedules.base import (
     fail,
     register,
 )
+from schedules.join import interpolate
 
 ANNEAL_STRATEGIES = ("cos", "linear")
 
@@ -99,12 +100,6 @@ class OneCycle(Schedule):
 
     def value(self, step):
         phases = self.phases()
-        step = ops.minimum(step, phases[-1][0])
-        begins = [0.0] + [end for end, _, _ in phases[:-1]]
-        lr = None
-        # From the last phase back, so that the first phase whose end >= step wins.
-        for begin, (end, start_lr, end_lr) in reversed(list(zip(begins, phases))):
-            pct = (step - begin) / (end - begin)
-            phase_lr = self._anneal(start_lr, end_lr, pct)
-            lr = phase_lr if lr is None else ops.where(step <= end, phase_lr, lr)
-        return lr
+        knots = [0.0] + [end for end, _, _ in phases]
+        values = [phases[0][1]] + [end_lr for _, _, end_lr in phases]
+        return interpolate(step, knots, values, self._anneal)

@@ -1,8 +1,7 @@
 """Schedules joined one after another at step boundaries."""
 
-from keras import ops
-
 from schedules.base import Schedule, check_increasing_steps, check_schedule, fail, register
+from schedules.join import join
 
 
 @register
@@ -41,8 +40,4 @@ class Sequence(Schedule):
             fail("boundaries", "> 0 (the first schedule starts at step 0)", self.boundaries)
 
     def value(self, step):
-        starts = [0.0] + [float(b) for b in self.boundaries]
-        lr = self.schedules[-1](ops.maximum(step - starts[-1], 0.0))
-        for child, start, end in reversed(list(zip(self.schedules, starts, self.boundaries))):
-            lr = ops.where(step < end, child(ops.maximum(step - start, 0.0)), lr)
-        return lr
+        return join(step, self.schedules, self.boundaries)

@@ -3,6 +3,7 @@
 from keras import ops
 
 from schedules.base import Schedule, check_non_negative, check_positive, check_schedule, register
+from schedules.join import join, ramp
 
 
 @register
@@ -33,7 +34,6 @@ class LinearWarmup(Schedule):
         self.start_lr = check_non_negative("start_lr", start_lr)
 
     def value(self, step):
-        warmup = ops.cast(self.warmup_steps, "float32")
         target = self.schedule(ops.zeros((), "float32"))
-        ramp = self.start_lr + (target - self.start_lr) * (step / warmup)
-        return ops.where(step < warmup, ramp, self.schedule(ops.maximum(step - warmup, 0.0)))
+        up = ramp(self.start_lr, target, self.warmup_steps)
+        return join(step, [up, self.schedule], [self.warmup_steps])
