@@ -1,5 +1,7 @@
 """The learning-rate range test on real data: the sweep, untouched state, divergence, auto."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -16,6 +18,11 @@ from trainer.models import mlp
 @pytest.fixture(scope="module")
 def fashion():
     return IdxDataset("fashion_mnist", DATASETS / "fashion-mnist", "fashion_mnist").load()
+
+
+def seeded_mlp():
+    keras.utils.set_random_seed(0)
+    return mlp()
 
 
 def sweep(model, data, optimizer=keras.optimizers.SGD, **settings):
@@ -58,12 +65,23 @@ def test_the_model_and_its_optimizer_are_left_exactly_as_they_were(fashion):
 
 
 def test_divergence_stops_the_sweep_early(fashion):
-    result = sweep(mlp(), fashion, min_lr=1e-4, max_lr=100.0, num_steps=150, divergence_factor=4.0)
-    assert result.stopped in ("diverged", "non-finite loss")
-    assert len(result.lrs) < 150
-    if result.stopped == "diverged":
-        best = np.nanmin(result.smoothed[:-1])
-        assert result.smoothed[-1] > 4 * best
+    result = sweep(
+        seeded_mlp(), fashion, min_lr=1e-4, max_lr=100.0, num_steps=150, divergence_factor=4.0
+    )
+    assert result.stopped == "diverged" and len(result.lrs) < 150
+    # It stopped at the first step whose smoothed loss passed 4 x the best before it.
+    best = np.minimum.accumulate(result.smoothed)
+    assert result.smoothed[-1] > 4 * best[-2]
+    assert np.all(result.smoothed[1:-1] <= 4 * best[:-2])
+
+
+def test_a_non_finite_loss_stops_the_sweep(fashion):
+    # No divergence threshold: the rate climbs until the loss overflows.
+    result = sweep(
+        seeded_mlp(), fashion, min_lr=1e-4, max_lr=1e12, num_steps=150, divergence_factor=math.inf
+    )
+    assert result.stopped == "non-finite loss" and len(result.lrs) < 150
+    assert np.isnan(result.smoothed[-1]) and np.all(np.isfinite(result.smoothed[:-1]))
 
 
 def test_the_rules_on_a_curve_with_a_known_shape():

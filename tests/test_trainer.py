@@ -401,3 +401,28 @@ def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):
     for notice in ("oneDNN", "cuInit", "cuda", "absl::InitializeLog", "cpu_feature_guard"):
         assert notice not in console, notice
     assert "trained_steps=5" in console and "trained_steps=5." not in console
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize(
+    "dataset,model,bar", [("mnist", "cnn", 0.975), ("fashion_mnist", "mlp", 0.82)]
+)
+def test_one_full_epoch_with_the_defaults_clears_the_bar(workdir, optimizer, dataset, model, bar):
+    # The defaults matrix's promise (bench/defaults.py runs every family), for the default
+    # schedule: no rate override, one whole epoch on the real data.
+    cfg = compose_config(
+        "train",
+        [
+            f"dataset={dataset}",
+            f"model={model}",
+            f"optimizer={optimizer}",
+            "trainer.epochs=1",
+            f"output_dir={workdir}/run",
+            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+            "tracking.strict=true",
+        ],
+    )
+    results = trainer.run(cfg, {"dataset": dataset, "model": model, "optimizer": optimizer})
+    assert results["trained_steps"] == 1719
+    assert results["test/accuracy"] >= bar
