@@ -8,6 +8,7 @@ schedule; when Keras is already imported, `import schedules` loads them at once.
 """
 
 import importlib
+import pkgutil
 import sys
 
 import schedules.resolvers  # noqa: F401  (the configs' ${times:...})
@@ -39,9 +40,13 @@ __all__ = sorted(_EXPORTS)
 
 
 def load_all():
-    """Import every schedule family (registering each class with Keras)."""
-    for module in sorted(set(_EXPORTS.values())):
-        importlib.import_module(f"schedules.{module}")
+    """Import every module of the package (registering each schedule class with Keras).
+
+    Found on disk, so a new family file is registered without being listed anywhere.
+    """
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"schedules.{module.name}")
 
 
 def __getattr__(name):

@@ -26,21 +26,13 @@ def run(cfg, choices=None, extra_callbacks=()):
     train_samples = instantiate(cfg.dataset).check()
     check_tracking(cfg.tracking)
     import_tensorflow()
-    from trainer.train import check_objects, find_lr, train
+    from trainer import lr_find
+    from trainer.train import check_objects, train
 
     auto = [key for key in AUTO_KEYS if cfg.schedule.get(key) == "auto"]
     check_objects(cfg, train_samples, build_schedule=cfg.mode == "train" and not auto)
     if cfg.mode == "lr_find":
-        return find_lr(cfg, choices)
-    if not auto:
-        return train(cfg, choices, extra_callbacks)
-    found = find_lr(cfg, choices, subfolder="lr_find")
-    for key in auto:
-        cfg.schedule[key] = found["lr_find/suggested_lr"]
-    tags = {
-        "lrlab.lr_find.run_id": str(found["run_id"]),
-        "lrlab.lr_find.suggested_lr": repr(found["lr_find/suggested_lr"]),
-        "lrlab.lr_find.rule": cfg.lr_find.suggestion,
-        "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in auto),
-    }
-    return train(cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["run_id"]])
+        return lr_find.find_lr(cfg, choices)
+    if auto:
+        return lr_find.train_at_suggestion(cfg, choices, extra_callbacks, auto)
+    return train(cfg, choices, extra_callbacks)

@@ -1,7 +1,9 @@
 """The learning-rate range test: raise the rate every step, record the batch loss, suggest a rate.
 
-`python -m trainer mode=lr_find` runs it as its own tracked run; `schedule.max_lr=auto` (or
-`schedule.initial_lr=auto`) runs it first and trains with its suggestion.
+Everything about the range test is here: the sweep (`range_test`), the rules (`suggest`),
+the plot, the tracked run of `python -m trainer mode=lr_find` (`find_lr`), and the
+`schedule.max_lr=auto` (or `schedule.initial_lr=auto`) flow that runs it first and trains
+with its suggestion (`train_at_suggestion`). Its settings are `conf/lr_find/default.yaml`.
 
 The sweep trains a copy of the model (same weights) with a fresh optimizer of the configured
 kind, so the model it was given is left exactly as it was, untrained, and its optimizer
@@ -14,13 +16,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
+from hydra.utils import instantiate
 
 from metrics import MeanIoU
 from schedules import RangeTest
+from trainer.data import batches
 from trainer.recording import StepBuffer, recording
+from trainer.tracking import metadata
+from trainer.tracking.run import TrackedRun
+from trainer.train import prepare
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +197,87 @@ def plot(result, path, title="", chosen="valley"):
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def find_lr(cfg, choices=None, subfolder=None) -> dict:
+    """Run the learning-rate range test as its own tracked run; returns the suggestions.
+
+    Args:
+        cfg: the composed config; `cfg.lr_find` holds the test's settings.
+        choices: the config group choices, for names and tags.
+        subfolder: put the run's files in this folder of `cfg.output_dir` (for `auto`).
+    """
+    t, f = cfg.trainer, cfg.lr_find
+    dataset, data, names, tags = prepare(cfg, choices, "lr_find")
+    run_name = f"lr_find-{names['model']}-{names['dataset']}-{names['optimizer']}"
+    run_dir = Path(cfg.output_dir) / (subfolder or "")
+    values = metadata.params(cfg, ("dataset", "model", "optimizer", "trainer", "lr_find"))
+    with TrackedRun(cfg.tracking, run_dir, run_name, values, tags, step_csv=False) as run:
+        result = range_test(
+            instantiate(cfg.model),
+            lambda lr: instantiate(cfg.optimizer, learning_rate=lr),
+            batches(data.x_train, data.y_train, t.batch_size, shuffle_seed=t.seed),
+            "sparse_categorical_crossentropy",
+            dataset.num_classes,
+            min_lr=f.min_lr,
+            max_lr=f.max_lr,
+            num_steps=f.num_steps,
+            sweep=f.sweep,
+            smoothing=f.smoothing,
+            divergence_factor=f.divergence_factor,
+        )
+        for k, (lr, loss, smoothed) in enumerate(zip(result.lrs, result.losses, result.smoothed)):
+            run.writer.scalars(
+                {"lr_find/lr": lr, "lr_find/loss": loss, "lr_find/smoothed_loss": smoothed}, k
+            )
+        chosen = result.suggestions[f.suggestion]
+        final = {
+            "lr_find/suggested_lr": chosen,
+            **{f"lr_find/suggested_lr_{rule}": v for rule, v in result.suggestions.items()},
+            "lr_find/steps": float(len(result.lrs)),
+        }
+        run.writer.scalars({k: v for k, v in final.items() if math.isfinite(v)}, 0)
+        np.savetxt(
+            run_dir / "lr_find.csv",
+            np.column_stack([result.lrs, result.losses, result.smoothed]),
+            delimiter=",",
+            header="lr,loss,smoothed_loss",
+            comments="",
+        )
+        run.log_artifact(run_dir / "lr_find.csv")
+        run.log_artifact(plot(result, run_dir / "lr_find.png", run_name, chosen=f.suggestion))
+        run.set_tags({"lrlab.lr_find.stopped": result.stopped, "lrlab.lr_find.rule": f.suggestion})
+        if not math.isfinite(chosen):
+            run.failure = "no suggestion"
+            raise ValueError(
+                f"{run_name}: the range test gave no {f.suggestion!r} suggestion "
+                f"({result.stopped} after {len(result.lrs)} steps); widen lr_find.min_lr.."
+                "lr_find.max_lr or raise lr_find.num_steps."
+            )
+        log.info(
+            "%s: suggested learning rate %.4g (%s); plot %s",
+            run_name,
+            chosen,
+            f.suggestion,
+            run_dir / "lr_find.png",
+        )
+        return {**final, "run_id": run.run_id, "stopped": result.stopped}
+
+
+def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=()):
+    """The range test, then training with its suggestion as `schedule.<key>` for each key.
+
+    The range test's run is shown in MLflow as a child of the training run.
+    """
+    from trainer.train import train
+
+    found = find_lr(cfg, choices, subfolder="lr_find")
+    for key in keys:
+        cfg.schedule[key] = found["lr_find/suggested_lr"]
+    tags = {
+        "lrlab.lr_find.run_id": str(found["run_id"]),
+        "lrlab.lr_find.suggested_lr": repr(found["lr_find/suggested_lr"]),
+        "lrlab.lr_find.rule": cfg.lr_find.suggestion,
+        "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in keys),
+    }
+    return train(cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["run_id"]])

@@ -1,0 +1,107 @@
+"""What a run says about itself in MLflow: its names, params, tags, dataset inputs and description.
+
+Params are what a user compares across runs (the resolved group keys); where and how an
+object was built (`_target_` paths, folders) goes to tags or nowhere, so MLflow's compare
+view opens on useful axes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from trainer.tracking.run import command_line, flatten, git_commit, source_tags
+
+# Group keys that say where or how an object is built, not what a user compares.
+NOT_PARAMS = {"_target_", "dir", "keras_name", "class_names"}
+TRAINING_GROUPS = ("dataset", "model", "optimizer", "schedule", "warmup", "plateau", "trainer")
+
+
+def run_names(cfg, choices, dataset_name):
+    """{"model": "cnn", "dataset": "mnist", "schedule": ..., "optimizer": ...}, for names."""
+    choices = choices or {}
+    names = {
+        group: choices.get(group) or _target_name(cfg[group])
+        for group in ("model", "dataset", "schedule", "optimizer")
+    }
+    names["dataset"] = dataset_name
+    return names
+
+
+def params(cfg, groups=TRAINING_GROUPS):
+    """The resolved keys of `groups` (and `mode`), flattened for MLflow."""
+    values = {"mode": cfg.mode}
+    for group in groups:
+        node = cfg.get(group)
+        if node is not None:
+            values[group] = _without(OmegaConf.to_container(node, resolve=True))
+    return flatten(values)
+
+
+def tags(cfg, names, data, mode):
+    """What the run is and where it came from: names, command, data checksum, commit."""
+    commit, dirty = git_commit()
+    return {
+        "lrlab.model": names["model"],
+        "lrlab.dataset": names["dataset"],
+        "lrlab.schedule": names["schedule"],
+        "lrlab.optimizer": names["optimizer"],
+        "lrlab.command": command_line(),
+        "lrlab.data_source": data.source,
+        "lrlab.data_sha256": data.checksum,
+        "mode": mode,
+        "mlflow.source.git.commit": commit,
+        "lrlab.git_dirty": str(dirty).lower(),
+        **source_tags(),
+        **{
+            f"lrlab.target.{group}": str(cfg[group]._target_)
+            for group in ("dataset", "model", "optimizer", "schedule", "warmup", "plateau")
+            if cfg.get(group) is not None and "_target_" in cfg[group]
+        },
+    }
+
+
+def dataset_inputs(dataset, data):
+    """The splits as MLflow dataset inputs, so the runs table's Dataset column shows them."""
+    import mlflow.data
+
+    source = data.source if "://" in data.source else Path(data.source).resolve().as_uri()
+    inputs = []
+    with warnings.catch_warnings():
+        # MLflow finds two equal local-file source classes for a file:// URI and says so.
+        warnings.simplefilter("ignore", UserWarning)
+        for x, y, split, context in (
+            (data.x_train, data.y_train, "train", "training"),
+            (data.x_test, data.y_test, "test", "test"),
+        ):
+            name = f"{dataset.name}-{split}"
+            digest = data.checksum[:8]
+            found = mlflow.data.from_numpy(x, targets=y, source=source, name=name, digest=digest)
+            inputs.append((found, context))
+    return inputs
+
+
+def describe(cfg, names):
+    """One sentence for the run's description: what was trained, with what."""
+    extras = [w for w in ("warmup", "plateau") if cfg.get(w) is not None]
+    return (
+        f"{names['model'].upper()} on {names['dataset']}, {names['optimizer']} at peak rate "
+        f"{cfg.optimizer.learning_rate:g}, schedule {names['schedule']}"
+        + (f" with {' and '.join(extras)}" if extras else "")
+        + f", {cfg.trainer.epochs} epochs of batch {cfg.trainer.batch_size}."
+    )
+
+
+def _without(node):
+    if isinstance(node, dict):
+        return {k: _without(v) for k, v in node.items() if k not in NOT_PARAMS}
+    if isinstance(node, list):
+        return [_without(v) for v in node]
+    return node
+
+
+def _target_name(node):
+    target = node.get("_target_", "") if node is not None else ""
+    return target.rsplit(".", 1)[-1].lower() or "unknown"
