@@ -54,12 +54,26 @@ def check_overrides(config_name, args, app):
             continue
         if (o.is_add() or o.is_force_add()) and parent in targets:
             continue
-        close = difflib.get_close_matches(key, list(paths), n=1, cutoff=0.6)
+        # By the last name: the closest sibling first (trainer.epoch -> trainer.epochs),
+        # then the same name anywhere (+epochs -> trainer.epochs).
+        name = key.rsplit(".", 1)[-1]
+        siblings = [p for p in paths if (p.rsplit(".", 1)[0] if "." in p else "") == parent]
+        others = [p for p in paths if p != parent and p not in siblings]
+        close = _closest(name, siblings, 0.6) or _closest(name, others, 0.8)
         hint = f"did you mean {close[0]}?" if close else "no key of that name exists"
-        raise ConfigError(
-            f"{key} is not a config key ({hint})",
-            fix=f"{app} --cfg job prints every key; {app} --help lists the groups",
-        )
+        fix = f"{app} --cfg job prints every key; {app} --help lists the groups"
+        if parent in targets and not close:
+            fix = f"to pass a new argument to {parent}'s class, add it with +{key}=<value>"
+        raise ConfigError(f"{key} is not a config key ({hint})", fix=fix)
+
+
+def _closest(name, candidates, cutoff):
+    """The candidate path whose last name is closest to `name`, as a one-item list (or [])."""
+    by_name = {}
+    for path in candidates:
+        by_name.setdefault(path.rsplit(".", 1)[-1], path)
+    found = difflib.get_close_matches(name, list(by_name), n=1, cutoff=cutoff)
+    return [by_name[found[0]]] if found else []
 
 
 def _check_options(override, app):

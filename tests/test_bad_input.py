@@ -60,7 +60,8 @@ CASES = [
     Case("unknown key", ["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
     Case("unknown key added", ["+trainer.epoch=1"], ["did you mean trainer.epochs?"]),
     Case("unknown nested key", ["tracking.flush_every=10"], ["tracking.flush_every_steps"]),
-    Case("unknown top key", ["+epochs=3"], ["epochs is not a config key"]),
+    Case("unknown top key", ["+epochs=3"], ["epochs is not a config key", "trainer.epochs?"]),
+    Case("new class argument", ["optimizer.amsgrad=true"], ["add it with +optimizer.amsgrad"]),
     Case(
         "existing key added",
         ["+optimizer.learning_rate=0.01"],

@@ -47,7 +47,7 @@ def check_objects(cfg, train_samples, build_schedule=True):
     """
     for group in ("optimizer", "model"):
         check_keys(group, OmegaConf.to_container(cfg[group], resolve=True))
-    schedule = 1e-3
+    schedule = cfg.optimizer.learning_rate  # where the schedule is not built here
     if build_schedule and train_samples is not None:
         steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
         schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)

@@ -18,8 +18,8 @@ from trainer.tracking.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# MLflow 3's UI opens an experiment with this tag on its model-training view (runs, metric
-# and param columns, charts) rather than the GenAI overview of traces.
+# How MLflow 3 tells a model-training experiment from a GenAI one. The 3.17 UI lets its
+# global GenAI / Model training switch decide instead, while it shows one (docs/training.md).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
@@ -115,7 +115,10 @@ class TrackedRun:
         self.run_id = run.info.run_id
         mlflow.log_params(self.params, synchronous=True)
         for dataset, context in self.inputs:
-            mlflow.log_input(dataset, context=context)
+            try:
+                mlflow.log_input(dataset, context=context)
+            except Exception as err:  # a tracking failure must not stop training
+                log.error("tracking: could not log the dataset input %s: %s", dataset.name, err)
         log.info(
             "MLflow run %s (%s) in experiment %r at %s",
             self.run_name,
