@@ -114,11 +114,11 @@ def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, ru
                     f"takes the whole run of {run_steps} steps; nothing is left for the schedule",
                     fix="shorten the warmup (e.g. warmup.warmup_steps=0.1dur) or train longer",
                 )
-    built = _instantiate("schedule", resolve_lengths(schedule, steps_per_epoch, span))
+    built = instantiate_checked("schedule", resolve_lengths(schedule, steps_per_epoch, span))
     if warmup_cfg:
-        built = _instantiate("warmup", warmup_cfg, schedule=built)
+        built = instantiate_checked("warmup", warmup_cfg, schedule=built)
     if plateau:
-        built = _instantiate("plateau", _plain(plateau), schedule=built)
+        built = instantiate_checked("plateau", _plain(plateau), schedule=built)
     return built
 
 
@@ -154,7 +154,9 @@ def _target(group, cfg):
         ) from err
 
 
-def _instantiate(group, cfg, **kwargs):
+def instantiate_checked(group, cfg, **kwargs):
+    """Build `cfg` (a config node of `group`), any bad key or value a ConfigError naming it."""
+    cfg = _plain(cfg)
     check_keys(group, cfg, kwargs)
     try:
         return instantiate(cfg, _convert_="all", **kwargs)

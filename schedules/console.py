@@ -11,14 +11,11 @@ is captured when the user sets `LRLAB_TF_LOGS=1` (or `TF_CPP_MIN_LOG_LEVEL` them
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import tempfile
 
 from schedules.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def import_tensorflow():

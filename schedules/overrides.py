@@ -44,7 +44,7 @@ def check_overrides(config_name, args, app):
     paths, targets = known
     for o in keys:
         key = o.key_or_group
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        parent = _parent(key)
         if key in paths and o.is_add():
             raise ConfigError(
                 f"+{key} adds a key, but {key} exists already",
@@ -57,7 +57,7 @@ def check_overrides(config_name, args, app):
         # By the last name: the closest sibling first (trainer.epoch -> trainer.epochs),
         # then the same name anywhere (+epochs -> trainer.epochs).
         name = key.rsplit(".", 1)[-1]
-        siblings = [p for p in paths if (p.rsplit(".", 1)[0] if "." in p else "") == parent]
+        siblings = [p for p in paths if _parent(p) == parent]
         others = [p for p in paths if p != parent and p not in siblings]
         close = _closest(name, siblings, 0.6) or _closest(name, others, 0.8)
         hint = f"did you mean {close[0]}?" if close else "no key of that name exists"
@@ -65,6 +65,11 @@ def check_overrides(config_name, args, app):
         if parent in targets and not close:
             fix = f"to pass a new argument to {parent}'s class, add it with +{key}=<value>"
         raise ConfigError(f"{key} is not a config key ({hint})", fix=fix)
+
+
+def _parent(path):
+    """`trainer` for `trainer.epochs`, "" for a top-level key."""
+    return path.rsplit(".", 1)[0] if "." in path else ""
 
 
 def _closest(name, candidates, cutoff):

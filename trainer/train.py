@@ -14,8 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
 from schedules import PlateauCallback, ReduceOnPlateau
-from schedules.build import check_keys, from_config
-from schedules.errors import ConfigError
+from schedules.build import from_config, instantiate_checked
 from trainer.data import batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
@@ -45,18 +44,12 @@ def check_objects(cfg, train_samples, build_schedule=True):
     data files' headers) gives the run's length for `ep` and `dur`; None skips the schedule
     (its data must be downloaded first), as does `build_schedule=False` (an `auto` rate).
     """
-    for group in ("optimizer", "model"):
-        check_keys(group, OmegaConf.to_container(cfg[group], resolve=True))
     schedule = cfg.optimizer.learning_rate  # where the schedule is not built here
     if build_schedule and train_samples is not None:
         steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
         schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
-    for group, kwargs in (("optimizer", {"learning_rate": schedule}), ("model", {})):
-        try:
-            instantiate(cfg[group], **kwargs)
-        except Exception as err:
-            cause = err.__cause__ or err
-            raise ConfigError(f"{group} ({cfg[group]._target_}): {cause}") from err
+    instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
+    instantiate_checked("model", cfg.model)
     keras.backend.clear_session()
 
 
