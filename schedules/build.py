@@ -88,8 +88,19 @@ def _span(starts, ends, i):
     return ends[i] - starts[i]
 
 
-def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, run_steps=None):
+def build_schedule(
+    schedule,
+    warmup=None,
+    plateau=None,
+    steps_per_epoch=None,
+    run_steps=None,
+    callbacks=None,
+):
     """Instantiate the configured schedule, wrapped in warmup and plateau reduction if given.
+
+    Plateau reduction is a training callback (`schedules.plateau.ReduceOnPlateau`) that
+    lowers the scale of a `Scaled` schedule; the schedule returned here is that `Scaled`,
+    and the callback goes to `callbacks` (a preview, passing none, sees scale 1).
 
     Args:
         schedule: the `schedule` config node (with `_target_`).
@@ -97,6 +108,7 @@ def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, ru
         plateau: the `plateau` config node or None.
         steps_per_epoch: converts `ep` lengths; None if unknown.
         run_steps: total optimizer steps of the run; converts `dur` lengths.
+        callbacks: a list that receives the training callbacks the config asks for.
 
     Raises:
         ConfigError naming the key for any bad key or value.
@@ -118,11 +130,14 @@ def build_schedule(schedule, warmup=None, plateau=None, steps_per_epoch=None, ru
     if warmup_cfg:
         built = instantiate_checked("warmup", warmup_cfg, schedule=built)
     if plateau:
-        built = instantiate_checked("plateau", _plain(plateau), schedule=built)
+        reducer = instantiate_checked("plateau", _plain(plateau))
+        built = reducer.wrap(built)
+        if callbacks is not None:
+            callbacks.append(reducer)
     return built
 
 
-def from_config(cfg, steps_per_epoch=None, run_steps=None):
+def from_config(cfg, steps_per_epoch=None, run_steps=None, callbacks=None):
     """`build_schedule` from a composed app config: its `schedule`, `warmup` and `plateau`."""
     return build_schedule(
         cfg.schedule,
@@ -130,6 +145,7 @@ def from_config(cfg, steps_per_epoch=None, run_steps=None):
         cfg.get("plateau"),
         steps_per_epoch=steps_per_epoch,
         run_steps=run_steps,
+        callbacks=callbacks,
     )
 
 

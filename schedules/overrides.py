@@ -31,14 +31,17 @@ def check_overrides(config_name, args, app):
         )
     except Exception:
         return  # a syntax error: Hydra reports it
+    searchpath = [o for o in overrides if o.key_or_group == "hydra.searchpath"]
+    folders = [CONF, *_folders(searchpath)]
     overrides = [o for o in overrides if not o.is_hydra_override() and not o.is_delete()]
-    groups = [o for o in overrides if (CONF / o.key_or_group).is_dir()]
+    groups = [o for o in overrides if any((f / o.key_or_group).is_dir() for f in folders)]
     for o in groups:
-        _check_options(o, app)
+        _check_options(o, app, folders)
     keys = [o for o in overrides if o not in groups]
     if not keys:
         return
-    known = _known_keys(config_name, groups)
+    extra = [f"hydra.searchpath={o.get_value_element_as_str()}" for o in searchpath]
+    known = _known_keys(config_name, groups, extra)
     if known is None:
         return  # the groups do not compose: Hydra reports why
     paths, targets = known
@@ -81,10 +84,23 @@ def _closest(name, candidates, cutoff):
     return [by_name[found[0]]] if found else []
 
 
-def _check_options(override, app):
+def _folders(searchpath):
+    """The config folders a `hydra.searchpath=[file://...]` override adds (pkg:// is not
+    looked into: Hydra reports its own options there)."""
+    found = []
+    for o in searchpath:
+        value = o.value()
+        for entry in value if isinstance(value, list) else [value]:
+            if isinstance(entry, str) and entry.startswith("file://"):
+                found.append(Path(entry[len("file://") :]))
+    return found
+
+
+def _check_options(override, app, folders=(CONF,)):
     group = override.key_or_group
-    available = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-    for option in _options(override):
+    available = sorted({p.stem for f in folders for p in (f / group).glob("*.yaml")})
+    chosen = [o for option in _options(override) for o in _as_list(option)]
+    for option in chosen:
         if option != "null" and option not in available:
             close = difflib.get_close_matches(option, available, n=1, cutoff=0.6)
             hint = f"did you mean {group}={close[0]}? " if close else ""
@@ -94,15 +110,16 @@ def _check_options(override, app):
             )
 
 
-def _known_keys(config_name, groups):
+def _known_keys(config_name, groups, extra=()):
     """{dotted path: "node"|"list"|"value"} and the set of paths with a `_target_`."""
     from hydra import compose, initialize_config_dir
 
     choices = [(o.key_or_group, _options(o)) for o in groups]
-    base = [f"{group}={options[0]}" for group, options in choices]
+    base = [_choice(group, options[0]) for group, options in choices]
     variants = [base]
     for i, (group, options) in enumerate(choices):
-        variants += [[*base[:i], f"{group}={option}", *base[i + 1 :]] for option in options[1:]]
+        variants += [[*base[:i], _choice(group, option), *base[i + 1 :]] for option in options[1:]]
+    variants = [[*extra, *variant] for variant in variants]
     paths, targets = {}, set()
     try:
         with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -115,10 +132,25 @@ def _known_keys(config_name, groups):
 
 
 def _options(override):
+    """The options an override chooses: one per sweep value; a list (`sink=[csv,mlflow]`)
+    is one choice of several options."""
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
     value = override.value()
+    if isinstance(value, list):
+        return [[str(v) for v in value]]
     return ["null" if value is None else str(value)]
+
+
+def _as_list(option):
+    return option if isinstance(option, list) else [option]
+
+
+def _choice(group, option):
+    """The override that makes `option` (one name, or a list of names) the group's choice."""
+    if isinstance(option, list):
+        return f"{group}=[{','.join(option)}]"
+    return f"{group}={option}"
 
 
 def _walk(node, prefix, paths, targets):

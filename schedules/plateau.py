@@ -1,44 +1,30 @@
-"""Plateau reduction on top of any schedule, through a scale variable the schedule reads.
+"""Plateau reduction: a training callback, not a schedule.
 
-Keras' `ReduceLROnPlateau` assigns `optimizer.learning_rate`, which an optimizer built on a
-schedule refuses. Here the schedule multiplies its child's curve by a non-trainable
-variable, and `PlateauCallback` lowers that variable when the monitored metric stalls.
+`ReduceOnPlateau` watches an epoch metric and lowers the scale of the `Scaled` schedule it
+wrapped (`wrap`), with Keras' `ReduceLROnPlateau` rules; the schedule itself stays a pure
+function of the step. `plateau=reduce` wraps any schedule this way; a preview shows the
+curve at scale 1, since only training produces the metric.
 """
 
 import logging
 
 import keras
-from keras import ops
 
-from schedules.base import (
-    Schedule,
-    check_choice,
-    check_non_negative,
-    check_number,
-    check_positive,
-    check_schedule,
-    fail,
-    register,
-)
+from schedules.base import check_choice, check_non_negative, check_number, fail
+from schedules.scaled import Scaled
 
 log = logging.getLogger(__name__)
 
 
-@register
-class ReduceOnPlateau(Schedule):
-    """`schedule`'s curve times a scale that drops by `factor` on each plateau (steps).
+class ReduceOnPlateau(keras.callbacks.Callback):
+    """Multiply the wrapped schedule's scale by `factor` when `monitor` stalls (epochs).
 
-    ```python
-    lr = min(schedule(step), max(schedule(step) * scale, min_lr))
-    ```
-
-    The reduction never takes the rate below `min_lr`, nor lifts a curve that is already
-    below it. `scale` starts at 1 and is multiplied by `factor` whenever `monitor` has not
-    improved by more than `min_delta` for `patience` epochs; after a reduction, `cooldown`
-    epochs pass before counting starts again (Keras' `ReduceLROnPlateau` rules).
+    `scale` starts at 1 and is multiplied by `factor` whenever `monitor` has not improved
+    by more than `min_delta` for `patience` epochs; after a reduction, `cooldown` epochs
+    pass before counting starts again (Keras' `ReduceLROnPlateau` rules). The rate never
+    drops below `min_lr` through a reduction.
 
     Args:
-        schedule: the curve to scale.
         monitor: the epoch log key to watch (e.g. "val_loss").
         mode: "min" if lower is better, "max" if higher is.
         factor: multiplier per reduction, in (0, 1).
@@ -46,12 +32,10 @@ class ReduceOnPlateau(Schedule):
         min_delta: the least change that counts as an improvement, >= 0.
         cooldown: epochs to wait after a reduction, >= 0.
         min_lr: the lowest rate a reduction may produce, >= 0.
-        scale: the current scale (1 for a new run; saved so a reloaded model continues).
     """
 
     def __init__(
         self,
-        schedule,
         monitor="val_loss",
         mode="min",
         factor=0.1,
@@ -59,9 +43,8 @@ class ReduceOnPlateau(Schedule):
         min_delta=1e-4,
         cooldown=0,
         min_lr=0.0,
-        scale=1.0,
     ):
-        self.schedule = check_schedule("schedule", schedule)
+        super().__init__()
         if not isinstance(monitor, str) or not monitor:
             fail("monitor", "the name of an epoch metric such as 'val_loss'", monitor)
         self.monitor = monitor
@@ -73,22 +56,36 @@ class ReduceOnPlateau(Schedule):
         self.min_delta = check_non_negative("min_delta", min_delta)
         self.cooldown = check_non_negative("cooldown", cooldown)
         self.min_lr = check_non_negative("min_lr", min_lr)
-        check_positive("scale", scale)
-        self._scale = keras.Variable(scale, dtype="float32", trainable=False, name="plateau_scale")
+        self.scaled = None
         self._best = None
         self._wait = 0
         self._cooldown_left = 0
 
-    @property
-    def scale(self):
-        return float(keras.ops.convert_to_numpy(self._scale))
+    def wrap(self, schedule):
+        """`schedule` in a `Scaled` whose scale this callback lowers; returns the `Scaled`."""
+        self.scaled = Scaled(schedule, min_lr=self.min_lr)
+        return self.scaled
 
-    def value(self, step):
-        base = self.schedule(step)
-        return ops.minimum(base, ops.maximum(base * self._scale, self.min_lr))
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"plateau.monitor={self.monitor!r} is not among this run's epoch metrics "
+                f"{sorted(logs)}; set plateau.monitor to one of them."
+            )
+        if self.observe(float(logs[self.monitor])):
+            log.info(
+                "epoch %d: %s has not improved for %s epochs; learning-rate scale is now %.3g",
+                epoch,
+                self.monitor,
+                self.patience,
+                self.scaled.scale,
+            )
 
     def observe(self, current):
         """Feed one epoch's value of `monitor`; returns True when it lowered the scale."""
+        if self.scaled is None:
+            raise RuntimeError("ReduceOnPlateau.wrap(schedule) first: there is no scale to lower")
         if self._cooldown_left > 0:
             self._cooldown_left -= 1
             self._wait = 0
@@ -101,7 +98,7 @@ class ReduceOnPlateau(Schedule):
         self._wait += 1
         if self._wait < self.patience:
             return False
-        self._scale.assign(self.scale * self.factor)
+        self.scaled.scale = self.scaled.scale * self.factor
         self._cooldown_left = self.cooldown
         self._wait = 0
         return True
@@ -110,28 +107,3 @@ class ReduceOnPlateau(Schedule):
         if self.mode == "min":
             return current < self._best - self.min_delta
         return current > self._best + self.min_delta
-
-
-class PlateauCallback(keras.callbacks.Callback):
-    """Feeds each epoch's `schedule.monitor` value to a `ReduceOnPlateau` schedule."""
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.schedule = schedule
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        key = self.schedule.monitor
-        if key not in logs:
-            raise ValueError(
-                f"plateau.monitor={key!r} is not among this run's epoch metrics "
-                f"{sorted(logs)}; set plateau.monitor to one of them."
-            )
-        if self.schedule.observe(float(logs[key])):
-            log.info(
-                "epoch %d: %s has not improved for %s epochs; learning-rate scale is now %.3g",
-                epoch,
-                key,
-                self.schedule.patience,
-                self.schedule.scale,
-            )

@@ -5,8 +5,7 @@ import math
 from keras import ops
 
 from schedules.base import Schedule, check_choice, check_positive, fail, register
-
-SWEEPS = ("exponential", "linear")
+from schedules.choices import RANGE_TEST_SWEEPS as SWEEPS
 
 
 @register

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import DATASETS, ROOT
+from tests.project import DATASETS, ROOT
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -188,6 +188,9 @@ CASES = [
         ["tracking.uri=sqlite:////nonexistent/lrlab/mlflow.db"],
         ["/nonexistent/lrlab", "does not exist"],
     ),
+    # Sinks: a list of options, each with its keys.
+    Case("unknown sink", ["sink=[mlflow,tensorbord]"], ["did you mean sink=tensorboard?"]),
+    Case("unknown sink key", ["sink.csv.fil=x"], ["did you mean sink.csv.file?"]),
     # The preview app.
     Case("preview: unknown schedule", ["schedule=cosin"], ["did you mean"], app="schedules"),
     Case("preview: unknown key", ["preview.step=5"], ["preview.steps?"], app="schedules"),

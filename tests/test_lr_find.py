@@ -8,7 +8,7 @@ import pytest
 
 import trainer
 from schedules import RangeTest
-from tests.conftest import DATASETS, compose_config
+from tests.project import DATASETS
 from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
 from trainer.data import IdxDataset, batches
 from trainer.lr_find import range_test, suggest
@@ -96,22 +96,21 @@ def test_the_rules_on_a_curve_with_a_known_shape():
     assert 1e-4 < rules["valley"] < best
 
 
-def test_mode_lr_find_is_a_tracked_run(datasets, tmp_path, monkeypatch):
-    monkeypatch.setenv("LRLAB_DATA_DIR", str(datasets))
-    cfg = compose_config(
+def test_mode_lr_find_is_a_tracked_run(workdir, compose):
+    cfg = compose(
         "train",
         [
             "mode=lr_find",
             "model=mlp",
             "optimizer=sgd",
             "lr_find.num_steps=60",
-            f"output_dir={tmp_path}/run",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"output_dir={workdir}/run",
+            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
             "tracking.strict=true",
         ],
     )
     found = trainer.run(cfg)
-    client, (run,) = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     assert run.data.tags["mode"] == "lr_find" and run.info.status == "FINISHED"
     params = run.data.params
     assert params["lr_find.num_steps"] == "60" and params["optimizer.momentum"] == "0.0"
@@ -124,12 +123,11 @@ def test_mode_lr_find_is_a_tracked_run(datasets, tmp_path, monkeypatch):
     assert {"lr_find.png", "lr_find.csv"} <= {
         a.path for a in client.list_artifacts(run.info.run_id)
     }
-    assert len(tensorboard_scalars(tmp_path / "run")["lr_find/loss"]) == len(lrs)
+    assert len(tensorboard_scalars(workdir / "run")["lr_find/loss"]) == len(lrs)
 
 
-def test_max_lr_auto_trains_with_the_suggestion_and_records_it(datasets, tmp_path, monkeypatch):
-    monkeypatch.setenv("LRLAB_DATA_DIR", str(datasets))
-    cfg = compose_config(
+def test_max_lr_auto_trains_with_the_suggestion_and_records_it(workdir, compose):
+    cfg = compose(
         "train",
         [
             "model=mlp",
@@ -138,13 +136,13 @@ def test_max_lr_auto_trains_with_the_suggestion_and_records_it(datasets, tmp_pat
             "lr_find.num_steps=60",
             "trainer.epochs=1",
             "trainer.limit_train_batches=12",
-            f"output_dir={tmp_path}/run",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"output_dir={workdir}/run",
+            f"tracking.uri=sqlite:///{workdir}/mlflow.db",
             "tracking.strict=true",
         ],
     )
     trainer.run(cfg)
-    client, runs = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     finder, training = runs
     assert finder.data.tags["mode"] == "lr_find" and training.data.tags["mode"] == "train"
     suggested = finder.data.metrics["lr_find/suggested_lr"]
@@ -166,9 +164,9 @@ def test_max_lr_auto_trains_with_the_suggestion_and_records_it(datasets, tmp_pat
         (["mode=lr_find", "schedule=one_cycle", "schedule.max_lr=auto"], "mode must be train"),
     ],
 )
-def test_bad_lr_find_settings_are_named(overrides, message):
+def test_bad_lr_find_settings_are_named(overrides, message, compose):
     from trainer.checks import check_config
 
     with pytest.raises(ValueError) as err:
-        check_config(compose_config("train", overrides))
+        check_config(compose("train", overrides))
     assert message in str(err.value)

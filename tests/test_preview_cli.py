@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import schedules as S
-from tests.conftest import ROOT, SCHEDULE_NAMES
+from tests.project import ROOT, SCHEDULE_NAMES
 
 
 def run(*args, cwd):

@@ -28,7 +28,7 @@ class SlowWriter:
 
 def test_a_slow_writer_makes_training_wait_instead_of_losing_rows():
     flush_every, steps_per_execution = 2, 1
-    buffer = StepBuffer(4 * flush_every + steps_per_execution, num_classes=10)
+    buffer = StepBuffer(StepRecorder.capacity(flush_every, steps_per_execution), num_classes=10)
     mean_iou = MeanIoU(10)
     model = recording(mlp(), buffer, mean_iou)
     schedule = schedules.CyclicalLR(1e-3, 1e-2, 7)
@@ -52,9 +52,10 @@ def test_buffer_rows_carry_their_step_and_rate():
     confusion = np.array([[3.0, 1.0], [0.0, 4.0]], np.float32)
     for k in range(7):
         buffer.write(k, 0.1 * k, 1.0 + k, confusion)
-    steps, lrs, _losses, confusions = buffer.read(2, 7)
-    assert steps.tolist() == [2, 3, 4, 5, 6]
-    np.testing.assert_allclose(lrs, [0.2, 0.3, 0.4, 0.5, 0.6], rtol=1e-6)
-    np.testing.assert_allclose(confusions[0], confusion)
+    read = buffer.read(2, 7)
+    assert read["step"].tolist() == [2, 3, 4, 5, 6]
+    np.testing.assert_allclose(read["lr"], [0.2, 0.3, 0.4, 0.5, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(read["loss"], [3, 4, 5, 6, 7], rtol=1e-6)
+    np.testing.assert_allclose(read["confusion"][0], confusion)
     # Steps 0 and 1 were overwritten by 5 and 6: reading them finds nothing.
-    assert len(buffer.read(0, 2)[0]) == 0
+    assert len(buffer.read(0, 2)["step"]) == 0

@@ -6,7 +6,7 @@ import schedules as S
 from schedules.build import build_schedule, from_config, resolve_lengths
 from schedules.errors import ConfigError
 from schedules.lengths import to_steps
-from tests.conftest import SCHEDULE_NAMES, compose_config
+from tests.project import SCHEDULE_NAMES, compose_config
 
 
 def build(overrides, steps_per_epoch=100, run_steps=1000, config="preview"):
@@ -72,9 +72,9 @@ def test_epochs_without_steps_per_epoch_is_an_error():
         build(["schedule=step"], steps_per_epoch=None)
 
 
-def test_no_config_key_has_an_epochs_twin():
+def test_no_config_key_has_an_epochs_twin(compose):
     for name in SCHEDULE_NAMES:
-        cfg = compose_config("train", [f"schedule={name}", "warmup=linear"])
+        cfg = compose("train", [f"schedule={name}", "warmup=linear"])
         keys = [*cfg.schedule, *cfg.warmup]
         assert not [k for k in keys if k.endswith("_epochs")], name
 
@@ -112,15 +112,15 @@ def test_invalid_value_from_config_names_group_target_and_key():
         build(["schedule=clr", "schedule.max_lr=1e-5"])
 
 
-def test_unknown_key_is_refused_by_composition():
+def test_unknown_key_is_refused_by_composition(compose):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException, match="max_learning_rate"):
-        compose_config("preview", ["schedule=clr", "schedule.max_learning_rate=0.1"])
+        compose("preview", ["schedule=clr", "schedule.max_learning_rate=0.1"])
 
 
-def test_an_added_key_the_schedule_does_not_take_gets_the_closest():
-    cfg = compose_config("train", ["schedule=cosine", "+schedule.min_rate=0.1"])
+def test_an_added_key_the_schedule_does_not_take_gets_the_closest(compose):
+    cfg = compose("train", ["schedule=cosine", "+schedule.min_rate=0.1"])
     with pytest.raises(
         ConfigError, match=r"(?s)has no key 'min_rate'.*did you mean schedule.min_lr"
     ):

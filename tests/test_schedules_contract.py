@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from schedules import PlateauCallback, ReduceOnPlateau
 from schedules.build import from_config
-from tests.conftest import SCHEDULE_NAMES, compose_config
+from schedules.plateau import ReduceOnPlateau
+from tests.project import SCHEDULE_NAMES, compose_config
 
 STEPS_PER_EPOCH = 10
 RUN_STEPS = 60
@@ -26,9 +26,11 @@ VARIANTS = [(name, ()) for name in SCHEDULE_NAMES] + [
 IDS = [name + "".join(f"[{o}]" for o in extra) for name, extra in VARIANTS]
 
 
-def build(name, extra=()):
+def build(name, extra=(), callbacks=None):
     cfg = compose_config("preview", [f"schedule={name}", *SMALL.get(name, []), *extra])
-    return from_config(cfg, steps_per_epoch=STEPS_PER_EPOCH, run_steps=RUN_STEPS)
+    return from_config(
+        cfg, steps_per_epoch=STEPS_PER_EPOCH, run_steps=RUN_STEPS, callbacks=callbacks
+    )
 
 
 @keras.saving.register_keras_serializable(package="lrlab_tests")
@@ -124,13 +126,17 @@ def test_contract(name, extra, tmp_path):
 
 
 def test_plateau_lowers_the_curve_in_training_and_the_scale_is_saved(tmp_path):
+    callbacks = []
     schedule = build(
         "constant",
         ("plateau=reduce", "plateau.monitor=loss", "plateau.patience=1", "plateau.factor=0.5"),
+        callbacks,
     )
+    (reducer,) = callbacks
+    assert isinstance(reducer, ReduceOnPlateau) and reducer.scaled is schedule
     model = probe_model(schedule)
     # The probe's loss is 0 every epoch: no improvement, one reduction per epoch after the first.
-    rates = fit_rates(model, 5, epochs=4, callbacks=[PlateauCallback(schedule)])
+    rates = fit_rates(model, 5, epochs=4, callbacks=callbacks)
     np.testing.assert_allclose(rates.reshape(4, 5)[:, 0], [1e-3, 1e-3, 5e-4, 2.5e-4], rtol=1e-6)
     assert schedule.scale == pytest.approx(0.125)
     path = tmp_path / "model.keras"
@@ -143,8 +149,9 @@ def test_plateau_lowers_the_curve_in_training_and_the_scale_is_saved(tmp_path):
 def test_plateau_patience_and_cooldown(cooldown, reductions):
     from schedules import Constant
 
-    sched = ReduceOnPlateau(Constant(1.0), factor=0.5, patience=2, cooldown=cooldown)
-    reduced = [epoch for epoch in range(9) if sched.observe(1.0)]
+    reducer = ReduceOnPlateau(factor=0.5, patience=2, cooldown=cooldown)
+    sched = reducer.wrap(Constant(1.0))
+    reduced = [epoch for epoch in range(9) if reducer.observe(1.0)]
     assert reduced == reductions  # Keras' ReduceLROnPlateau counts the same way
     assert sched.scale == 0.5 ** len(reductions)
 
@@ -152,23 +159,25 @@ def test_plateau_patience_and_cooldown(cooldown, reductions):
 def test_plateau_improvement_by_min_delta_resets_patience_and_min_lr_floors():
     from schedules import Constant
 
-    sched = ReduceOnPlateau(Constant(1.0), factor=0.5, patience=2, min_delta=0.1, min_lr=0.2)
+    reducer = ReduceOnPlateau(factor=0.5, patience=2, min_delta=0.1, min_lr=0.2)
+    sched = reducer.wrap(Constant(1.0))
     # 0.95 is not better than 1.0 by min_delta; 0.85 is.
-    history = [sched.observe(v) for v in [1.0, 0.95, 0.85, 0.9, 0.9]]
+    history = [reducer.observe(v) for v in [1.0, 0.95, 0.85, 0.9, 0.9]]
     assert history == [False, False, False, False, True]
     assert float(sched(0)) == pytest.approx(0.5)
     for _ in range(4):
-        sched.observe(0.9)
+        reducer.observe(0.9)
     assert sched.scale == pytest.approx(0.125)
     assert float(sched(0)) == pytest.approx(0.2)  # 1.0 * 0.125 is below min_lr
     # The floor never lifts a curve that is already below min_lr by itself.
-    low = ReduceOnPlateau(Constant(0.1), min_lr=0.2)
+    low = ReduceOnPlateau(min_lr=0.2).wrap(Constant(0.1))
     assert float(low(0)) == pytest.approx(0.1)
 
 
 def test_plateau_callback_names_a_missing_monitor():
     from schedules import Constant
 
-    callback = PlateauCallback(ReduceOnPlateau(Constant(1.0), monitor="val_acc"))
+    callback = ReduceOnPlateau(monitor="val_acc")
+    callback.wrap(Constant(1.0))
     with pytest.raises(ValueError, match=r"plateau.monitor='val_acc'.*\['loss', 'val_loss'\]"):
         callback.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})

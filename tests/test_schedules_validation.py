@@ -3,6 +3,7 @@
 import pytest
 
 import schedules as S
+from schedules.plateau import ReduceOnPlateau
 
 GOOD = {
     S.Constant: dict(lr=0.1),
@@ -91,9 +92,13 @@ def test_composites_validate_their_children_and_boundaries():
     with pytest.raises(ValueError, match="at least two schedules"):
         S.Sequence([child], boundaries=[])
     with pytest.raises(ValueError, match=r"Argument `factor` must be in \(0, 1\)"):
-        S.ReduceOnPlateau(child, factor=1.0)
+        ReduceOnPlateau(factor=1.0)
     with pytest.raises(ValueError, match="Argument `mode` must be one of"):
-        S.ReduceOnPlateau(child, mode="lowest")
+        ReduceOnPlateau(mode="lowest")
+    with pytest.raises(ValueError, match="Argument `min_lr` must be >= 0"):
+        S.Scaled(child, min_lr=-1)
+    with pytest.raises(ValueError, match="Argument `scale` must be > 0"):
+        S.Scaled(child, scale=0)
 
 
 def test_scale_functions_register_by_name_once():

@@ -1,6 +1,7 @@
 """`python -m trainer` end to end on real data: a few steps, then read MLflow and TensorBoard."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -12,17 +13,15 @@ import pytest
 
 import trainer
 from schedules.build import from_config
-from tests.conftest import DATASETS, ROOT, compose_config
-from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
+from tests.project import DATASETS, ROOT, compose_config
+from tests.tracking_stores import (
+    mlflow_history,
+    mlflow_runs,
+    tensorboard_scalars,
+    tensorboard_text,
+)
 
 STEP_KEYS = ("train/lr", "train/loss", "train/mean_iou")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, datasets):
-    monkeypatch.setenv("LRLAB_DATA_DIR", str(datasets))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def small(tmp_path, *overrides, batches=12, epochs=2):
@@ -164,7 +163,11 @@ def test_end_to_end(workdir, overrides, name):
     assert f"{results['test/accuracy']:.2%}" in tags["mlflow.note.content"]
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {f"{cfg.dataset.name}-train", f"{cfg.dataset.name}-test"}
-    assert inputs[f"{cfg.dataset.name}-train"].dataset.digest == tags["lrlab.data_sha256"][:8]
+    train_input = inputs[f"{cfg.dataset.name}-train"].dataset
+    assert train_input.digest == tags["lrlab.data_sha256"][:8]
+    assert json.loads(train_input.profile)["features_shape"] == [55000, 28, 28]
+    # TensorBoard's Text tab holds the same params as a table.
+    assert "| trainer.batch_size | 32 |" in tensorboard_text(workdir / "run", "params")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
         "config.yaml",
@@ -199,8 +202,7 @@ def test_same_seed_same_per_step_losses(workdir):
         cfg = small(
             out,
             "model=mlp",
-            "tracking.mlflow=false",
-            "tracking.tensorboard=false",
+            "sink=[csv]",
             "trainer.checkpoint=false",
             batches=15,
             epochs=2,
@@ -301,8 +303,8 @@ def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
         ["warmup=linear", "plateau=reduce"],
     ],
 )
-def test_config_composes(overrides):
-    cfg = compose_config("train", overrides)
+def test_config_composes(overrides, compose):
+    cfg = compose("train", overrides)
     assert cfg.model._target_.startswith("trainer.models.")
     assert cfg.model.num_classes == cfg.dataset.num_classes == 10
 
@@ -408,10 +410,12 @@ def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):
 @pytest.mark.parametrize(
     "dataset,model,bar", [("mnist", "cnn", 0.975), ("fashion_mnist", "mlp", 0.82)]
 )
-def test_one_full_epoch_with_the_defaults_clears_the_bar(workdir, optimizer, dataset, model, bar):
+def test_one_full_epoch_with_the_defaults_clears_the_bar(
+    workdir, optimizer, dataset, model, bar, compose
+):
     # The defaults matrix's promise (bench/defaults.py runs every family), for the default
     # schedule: no rate override, one whole epoch on the real data.
-    cfg = compose_config(
+    cfg = compose(
         "train",
         [
             f"dataset={dataset}",

@@ -2,7 +2,7 @@
 
 `run(cfg)` checks everything the user gave before it imports TensorFlow, loads data or
 starts an MLflow run, so that bad input fails fast with a `ConfigError` and leaves no run
-behind: config values, then the data files' headers and the tracking store (no
+behind: config values, then the data files' headers and the sinks' settings (no
 TensorFlow), then the schedule, optimizer and model (with TensorFlow, before the data).
 """
 
@@ -19,12 +19,14 @@ def run(cfg, choices=None, extra_callbacks=()):
 
     from schedules.build import check_keys
     from schedules.console import import_tensorflow
-    from trainer.checks import AUTO_KEYS, check_config, check_tracking
+    from trainer.checks import check_config
+    from trainer.choices import AUTO_KEYS
+    from trainer.tracking.run import build_sinks
 
     check_config(cfg)
     check_keys("dataset", OmegaConf.to_container(cfg.dataset, resolve=True))
     train_samples = instantiate(cfg.dataset).check()
-    check_tracking(cfg.tracking)
+    build_sinks(cfg.get("sink"))  # each sink checks its settings (an MLflow server answers)
     import_tensorflow()
     from trainer import lr_find
     from trainer.train import check_objects, train

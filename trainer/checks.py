@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from schedules.choices import RANGE_TEST_SWEEPS
 from schedules.errors import ConfigError
+from trainer.choices import (
+    AUTO_KEYS,
+    CLASS_IOU_PREFIX,
+    FINAL_METRICS,
+    JIT_COMPILE,
+    MODES,
+    SUGGESTION_RULES,
+)
 
 
 def _whole(value):
@@ -54,20 +63,13 @@ def check_config(cfg: DictConfig) -> None:
     )
     need(_whole(t.seed), "trainer.seed", "a whole number", t.seed)
     need(
-        t.jit_compile in ("auto", True, False),
+        t.jit_compile in JIT_COMPILE,
         "trainer.jit_compile",
-        "auto, true or false",
+        _either(str(c).lower() for c in JIT_COMPILE),
         t.jit_compile,
     )
     flush = tracking.flush_every_steps
     need(_whole(flush) and flush >= 1, "tracking.flush_every_steps", "a whole number >= 1", flush)
-    need(bool(tracking.experiment), "tracking.experiment", "a non-empty name", tracking.experiment)
-    need(
-        isinstance(tracking.uri, str) and tracking.uri,
-        "tracking.uri",
-        "an MLflow tracking URI such as sqlite:///mlflow.db or http://host:5000",
-        tracking.uri,
-    )
     factor = t.divergence_factor
     need(
         factor is None or (_number(factor) and factor > 1),
@@ -75,12 +77,12 @@ def check_config(cfg: DictConfig) -> None:
         "null or a number > 1",
         factor,
     )
-    need(cfg.mode in ("train", "lr_find"), "mode", "train or lr_find", cfg.mode)
+    need(cfg.mode in MODES, "mode", _either(MODES), cfg.mode)
     metric = cfg.optimized_metric
     need(
         cfg.mode != "train" or metric in FINAL_METRICS or _is_class_iou(metric),
         "optimized_metric",
-        f"a final metric of the run: {', '.join(FINAL_METRICS)} or test/iou_class_<k>",
+        f"a final metric of the run: {', '.join(FINAL_METRICS)} or {CLASS_IOU_PREFIX}<k>",
         metric,
     )
     f = cfg.lr_find
@@ -97,7 +99,7 @@ def check_config(cfg: DictConfig) -> None:
         "a whole number >= 2",
         f.num_steps,
     )
-    need(f.sweep in ("exponential", "linear"), "lr_find.sweep", "exponential or linear", f.sweep)
+    need(f.sweep in RANGE_TEST_SWEEPS, "lr_find.sweep", _either(RANGE_TEST_SWEEPS), f.sweep)
     need(
         _number(f.smoothing) and 0 <= f.smoothing < 1, "lr_find.smoothing", "in [0, 1)", f.smoothing
     )
@@ -108,9 +110,9 @@ def check_config(cfg: DictConfig) -> None:
         f.divergence_factor,
     )
     need(
-        f.suggestion in ("valley", "steepest", "minimum"),
+        f.suggestion in SUGGESTION_RULES,
         "lr_find.suggestion",
-        "valley, steepest or minimum",
+        _either(SUGGESTION_RULES),
         f.suggestion,
     )
     schedule = cfg.get("schedule") or {}
@@ -127,71 +129,16 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("\n  ".join(problems))
 
 
-# What a training run returns at its end (see trainer.train.train), for optimized_metric.
-FINAL_METRICS = ("test/accuracy", "test/loss", "test/mean_iou")
+def _either(choices):
+    """ "a, b or c" """
+    choices = list(choices)
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
 
 
 def _is_class_iou(name):
-    prefix = "test/iou_class_"
+    prefix = CLASS_IOU_PREFIX
     return isinstance(name, str) and name.startswith(prefix) and name[len(prefix) :].isdigit()
-
-
-# Schedule keys that `auto` may set from the range test's suggestion.
-AUTO_KEYS = ("max_lr", "initial_lr")
 
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# MLflow's tracking URI schemes (a bare path is a folder store).
-TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
-
-
-def check_tracking(tracking, timeout=3.0) -> None:
-    """Fail in seconds, naming the URI, when the MLflow store cannot be reached.
-
-    A server must answer `/health`; a SQLite file's folder must exist. Without this, MLflow's
-    client retries an unreachable server for minutes before the run could even start.
-    """
-    if not tracking.mlflow:
-        return
-    uri = tracking.uri
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    fix = "unset MLFLOW_TRACKING_URI (or set tracking.uri=sqlite:///mlflow.db) to log locally"
-    if "://" in uri and scheme not in TRACKING_SCHEMES:
-        raise ConfigError(
-            f"tracking.uri={uri!r}: unknown scheme {scheme!r}; MLflow takes "
-            f"{', '.join(TRACKING_SCHEMES)}",
-            fix=f"e.g. tracking.uri=http://host:5000, or {fix}",
-        )
-    if scheme in ("http", "https"):
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-                pass
-        except urllib.error.HTTPError as err:
-            if err.code in (401, 403):  # a server that wants credentials is still there
-                return
-            raise ConfigError(
-                f"tracking.uri={uri}: the MLflow server answered {err.code} at /health",
-                fix=f"check the address, or {fix}",
-            ) from err
-        except (OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConfigError(
-                f"tracking.uri={uri}: no MLflow server answers there ({reason})",
-                fix=f"start the server (mlflow server --port 5000), or {fix}, "
-                "or tracking.mlflow=false",
-            ) from err
-    elif scheme == "sqlite":
-        from pathlib import Path
-
-        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
-        if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
-            raise ConfigError(
-                f"tracking.uri={uri}: the folder {Path(path).resolve().parent} does not exist",
-                fix="create it, or name a SQLite file in an existing folder",
-            )

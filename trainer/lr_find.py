@@ -24,15 +24,15 @@ from hydra.utils import instantiate
 
 from metrics import MeanIoU
 from schedules import RangeTest
+from trainer.choices import SUGGESTION_RULES as RULES
 from trainer.data import batches
 from trainer.recording import StepBuffer, recording
 from trainer.tracking import metadata
 from trainer.tracking.run import TrackedRun
+from trainer.tracking.sinks.base import RunInfo
 from trainer.train import prepare
 
 log = logging.getLogger(__name__)
-
-RULES = ("valley", "steepest", "minimum")
 
 
 @dataclass
@@ -92,8 +92,7 @@ class _DivergenceWatch(keras.callbacks.Callback):
         self.smoothed = []
 
     def on_train_batch_end(self, batch, logs=None):
-        _, _, losses, _ = self.buffer.read(batch, batch + 1)
-        loss = float(losses[0])
+        loss = float(self.buffer.read(batch, batch + 1)["loss"][0])
         if not math.isfinite(loss):
             self.smoothed.append(math.nan)
             self.stopped, self.model.stop_training = "non-finite loss", True
@@ -153,8 +152,8 @@ def range_test(
         callbacks=[watch],
     )
     steps_done = int(probe.optimizer.iterations.numpy())
-    _, lrs, losses, _ = buffer.read(0, steps_done)
-    lrs, losses = lrs.astype(np.float64), losses.astype(np.float64)
+    recorded = buffer.read(0, steps_done)
+    lrs, losses = recorded["lr"].astype(np.float64), recorded["loss"].astype(np.float64)
     smoothed = np.array(watch.smoothed[:steps_done])
     result = RangeTestResult(lrs, losses, smoothed, watch.stopped, suggest(lrs, smoothed))
     log.info(
@@ -212,7 +211,8 @@ def find_lr(cfg, choices=None, subfolder=None) -> dict:
     run_name = f"lr_find-{names['model']}-{names['dataset']}-{names['optimizer']}"
     run_dir = Path(cfg.output_dir) / (subfolder or "")
     values = metadata.params(cfg, ("dataset", "model", "optimizer", "trainer", "lr_find"))
-    with TrackedRun(cfg.tracking, run_dir, run_name, values, tags, step_csv=False) as run:
+    info = RunInfo(run_name, str(run_dir))
+    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, values, tags) as run:
         result = range_test(
             instantiate(cfg.model),
             lambda lr: instantiate(cfg.optimizer, learning_rate=lr),
@@ -244,9 +244,11 @@ def find_lr(cfg, choices=None, subfolder=None) -> dict:
             header="lr,loss,smoothed_loss",
             comments="",
         )
-        run.log_artifact(run_dir / "lr_find.csv")
-        run.log_artifact(plot(result, run_dir / "lr_find.png", run_name, chosen=f.suggestion))
-        run.set_tags({"lrlab.lr_find.stopped": result.stopped, "lrlab.lr_find.rule": f.suggestion})
+        png = plot(result, run_dir / "lr_find.png", run_name, chosen=f.suggestion)
+        run.writer.artifacts([run_dir / "lr_find.csv", png])
+        run.writer.tags(
+            {"lrlab.lr_find.stopped": result.stopped, "lrlab.lr_find.rule": f.suggestion}
+        )
         if not math.isfinite(chosen):
             run.failure = "no suggestion"
             raise ValueError(
@@ -261,7 +263,7 @@ def find_lr(cfg, choices=None, subfolder=None) -> dict:
             f.suggestion,
             run_dir / "lr_find.png",
         )
-        return {**final, "run_id": run.run_id, "stopped": result.stopped}
+        return {**final, "run_id": run.run_id, "refs": run.refs, "stopped": result.stopped}
 
 
 def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=()):
@@ -280,4 +282,4 @@ def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=()):
         "lrlab.lr_find.rule": cfg.lr_find.suggestion,
         "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in keys),
     }
-    return train(cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["run_id"]])
+    return train(cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["refs"]])

@@ -12,33 +12,36 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainer.tracking import rows
+
 
 class StepBuffer:
     """A ring buffer of `capacity` rows; the row of step k lives at k % capacity.
 
-    A row is `[step, lr, loss, *confusion.flatten()]` for `num_classes` classes. Row k holds
-    k itself, so a reader can tell a row that is written from an old or empty one.
+    A row is laid out as `trainer.tracking.rows` says: `DEVICE_HEAD` (step, lr, loss), then
+    the batch's confusion matrix. Row k holds k itself, so a reader can tell a row that is
+    written from an old or empty one.
     """
 
     def __init__(self, capacity, num_classes):
         self.capacity = int(capacity)
         self.num_classes = int(num_classes)
-        width = 3 + self.num_classes**2
         self.rows = tf.Variable(
-            tf.fill((self.capacity, width), -1.0), trainable=False, name="step_buffer"
+            tf.fill((self.capacity, rows.device_width(self.num_classes)), -1.0),
+            trainable=False,
+            name="step_buffer",
         )
 
     def write(self, step, lr, loss, confusion):
-        head = tf.stack(
-            [tf.cast(step, tf.float32), tf.cast(lr, tf.float32), tf.cast(loss, tf.float32)]
-        )
+        values = {"step": step, "lr": lr, "loss": loss}
+        head = tf.stack([tf.cast(values[name], tf.float32) for name in rows.DEVICE_HEAD])
         row = tf.concat([head, tf.reshape(tf.cast(confusion, tf.float32), (-1,))], axis=0)
         index = tf.math.floormod(tf.cast(step, tf.int64), self.capacity)
         self.rows.scatter_nd_update([[index]], [row])
 
     def read(self, first, stop):
-        """Rows of steps first .. stop-1 that are written, in order: (steps, lrs, losses,
-        confusion matrices (n, K, K)) as NumPy arrays.
+        """Rows of steps first .. stop-1 that are written, in order, as NumPy columns
+        (`rows.device_columns`: step, lr, loss, confusion).
 
         Stops at the first row not (yet) holding its step, so the caller can ask again.
         """
@@ -47,16 +50,15 @@ class StepBuffer:
                 f"step buffer overrun: {stop - first} unread steps but room for "
                 f"{self.capacity}; rows were lost (flush more often)."
             )
-        rows = self.rows.numpy()
+        table = self.rows.numpy()
         out = []
         for k in range(first, stop):
-            row = rows[k % self.capacity]
+            row = table[k % self.capacity]
             if int(row[0]) != k:
                 break
             out.append(row)
-        block = np.stack(out) if out else rows[:0]
-        k = self.num_classes
-        return block[:, 0], block[:, 1], block[:, 2], block[:, 3:].reshape(-1, k, k)
+        block = np.stack(out) if out else table[:0]
+        return rows.device_columns(block, self.num_classes)
 
 
 @keras.saving.register_keras_serializable(package="lrlab")

@@ -13,14 +13,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
-from schedules import PlateauCallback, ReduceOnPlateau
 from schedules.build import from_config, instantiate_checked
+from trainer.callbacks import BestCheckpoint, EpochMetrics, StopOnDivergence, StopOnInterrupt
 from trainer.data import batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.tracking import metadata
 from trainer.tracking.recorder import StepRecorder
 from trainer.tracking.run import TrackedRun
+from trainer.tracking.sinks.base import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,23 @@ def train(
         choices: the config group choices (`{"schedule": "sgdr", ...}`), for names and tags.
         extra_callbacks: more Keras callbacks for `fit` (the benchmark's timer, say).
         extra_tags: more MLflow tags (the range test that chose an `auto` rate, say).
-        child_runs: MLflow run ids to show as children of this run (that range test).
+        child_runs: refs of runs to show as children of this run (that range test's
+            `TrackedRun.refs`).
     """
     t = cfg.trainer
     dataset, data, names, tags = prepare(cfg, choices, "train")
     tags.update(extra_tags or {})
     steps_per_epoch, run_steps = run_length(t, len(data.x_train) + len(data.x_val), len(data.x_val))
 
-    schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
+    schedule_callbacks = []  # plateau reduction's, if configured
+    schedule = from_config(
+        cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps, callbacks=schedule_callbacks
+    )
     optimizer = instantiate(cfg.optimizer, learning_rate=schedule)
     flush_every = cfg.tracking.flush_every_steps
-    # Room for 4 drain intervals and one chunk of steps (see StepRecorder).
-    buffer = StepBuffer(4 * flush_every + t.steps_per_execution, dataset.num_classes)
+    buffer = StepBuffer(
+        StepRecorder.capacity(flush_every, t.steps_per_execution), dataset.num_classes
+    )
     mean_iou = MeanIoU(dataset.num_classes)
     model = recording(instantiate(cfg.model), buffer, mean_iou)
     model.compile(
@@ -111,19 +117,21 @@ def train(
     )
 
     groups = (*metadata.TRAINING_GROUPS, "lr_find") if child_runs else metadata.TRAINING_GROUPS
-    run_params = metadata.params(cfg, groups)
-    inputs = metadata.dataset_inputs(dataset, data) if cfg.tracking.mlflow else ()
-    with TrackedRun(cfg.tracking, run_dir, run_name, run_params, tags, inputs=inputs) as run:
-        for child in child_runs:
-            run.adopt(child)
-        recorder = StepRecorder(
-            buffer,
-            run.writer,
-            flush_every,
-            checkpoint_path=run_dir / "best.keras" if t.checkpoint else None,
-            divergence_factor=t.divergence_factor,
-        )
-        callbacks = [recorder, *extra_callbacks]
+    info = RunInfo(
+        run_name,
+        str(run_dir),
+        inputs=metadata.dataset_inputs(dataset, data),
+        children=tuple(child_runs),
+    )
+    with TrackedRun(
+        cfg.get("sink"), cfg.tracking.strict, info, metadata.params(cfg, groups), tags
+    ) as run:
+        divergence = StopOnDivergence(t.divergence_factor)
+        recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
+        interrupt = StopOnInterrupt()
+        callbacks = [recorder, divergence, EpochMetrics(run.writer), interrupt, *extra_callbacks]
+        if t.checkpoint:
+            callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
         if t.early_stopping_patience is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -132,10 +140,9 @@ def train(
                     restore_best_weights=True,
                 )
             )
-        if isinstance(schedule, ReduceOnPlateau):
-            callbacks.append(PlateauCallback(schedule))
+        callbacks += schedule_callbacks
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        run.log_artifact(run_dir / "config.yaml")
+        run.writer.artifacts([run_dir / "config.yaml"])
 
         train_ds = batches(
             data.x_train,
@@ -159,19 +166,21 @@ def train(
             recorder.drain()
             run.writer.flush()
             _log_curves(run, run_dir, run_name)
+        if interrupt.requested:
+            raise KeyboardInterrupt
 
-        if recorder.diverged_step is not None:
-            run.failure = f"{recorder.diverged} at step {recorder.diverged_step}"
-            run.set_tags(
+        if divergence.step is not None:
+            run.failure = f"{divergence.reason} at step {divergence.step}"
+            run.writer.tags(
                 {
-                    "lrlab.failed_at_step": str(recorder.diverged_step),
-                    "lrlab.failure": recorder.diverged,
-                    "mlflow.note.content": f"Diverged: {recorder.diverged} at step "
-                    f"{recorder.diverged_step}. {metadata.describe(cfg, names)}",
+                    "lrlab.failed_at_step": str(divergence.step),
+                    "lrlab.failure": divergence.reason,
+                    "mlflow.note.content": f"Diverged: {divergence.reason} at step "
+                    f"{divergence.step}. {metadata.describe(cfg, names)}",
                 }
             )
             raise TrainingDiverged(
-                f"{run_name}: {recorder.diverged} at step {recorder.diverged_step}; "
+                f"{run_name}: {divergence.reason} at step {divergence.step}; "
                 "the run is marked FAILED (lower the learning rate, or raise "
                 "trainer.divergence_factor)."
             )
@@ -186,12 +195,12 @@ def train(
         )
         run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
-        run.log_artifact(run_dir / "iou_per_class.csv")
         model.save(run_dir / "model.keras")
-        run.log_artifact(run_dir / "model.keras")
+        kept = [run_dir / "iou_per_class.csv", run_dir / "model.keras"]
         if t.checkpoint and (run_dir / "best.keras").exists():
-            run.log_artifact(run_dir / "best.keras")
-        run.set_tags(
+            kept.append(run_dir / "best.keras")
+        run.writer.artifacts(kept)
+        run.writer.tags(
             {
                 "mlflow.note.content": f"{metadata.describe(cfg, names)} Test accuracy "
                 f"{final['test/accuracy']:.2%} after {recorder.recorded} steps."
@@ -211,8 +220,12 @@ def train(
 
 
 def _log_curves(run, run_dir, run_name):
+    """lr_and_loss.png from the CSV sink's steps.csv (no CSV sink, no plot)."""
+    csv_path = run.refs.get("csv", {}).get("path")
+    if csv_path is None or not Path(csv_path).exists():
+        log.info("no steps.csv (sink.csv is off, or no step was trained): no lr_and_loss.png")
+        return
     try:
-        plot = plot_lr_and_loss(run_dir / "steps.csv", run_dir / "lr_and_loss.png", run_name)
-        run.log_artifact(plot)
+        run.writer.artifacts([plot_lr_and_loss(csv_path, run_dir / "lr_and_loss.png", run_name)])
     except Exception as err:  # a plot must never hide the training outcome
         log.error("could not plot the learning-rate curve: %s", err)

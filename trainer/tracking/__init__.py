@@ -1,6 +1,7 @@
-"""Per-step and per-epoch tracking: the recorder callback, its background writer, and sinks.
+"""Per-step and per-epoch tracking: the recorder callback, its writer process, and the sinks.
 
-Every sink takes the same calls: `steps(rows)` for per-step rows (see
-`trainer.tracking.rows.COLUMNS`), `scalars(values, step)` for named values at one step,
-`flush()` and `close()`.
+`recorder.StepRecorder` moves per-step rows (layout: `rows`) from the device buffer to
+`writer.WriterProcess`, which drives the configured sinks (`sinks/`, chosen by
+`conf/sink/*.yaml`) through the `sinks.base.Sink` calls; `run.TrackedRun` opens and closes
+them together, and `metadata` says what a run records about itself.
 """

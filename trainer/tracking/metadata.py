@@ -7,12 +7,12 @@ view opens on useful axes.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from trainer.tracking.run import command_line, flatten, git_commit, source_tags
+from trainer.tracking.sinks.base import DatasetInput
 
 # Group keys that say where or how an object is built, not what a user compares.
 NOT_PARAMS = {"_target_", "dir", "keras_name", "class_names"}
@@ -64,23 +64,24 @@ def tags(cfg, names, data, mode):
 
 
 def dataset_inputs(dataset, data):
-    """The splits as MLflow dataset inputs, so the runs table's Dataset column shows them."""
-    import mlflow.data
-
+    """The splits as dataset inputs (MLflow's Dataset column), described without the arrays."""
     source = data.source if "://" in data.source else Path(data.source).resolve().as_uri()
-    inputs = []
-    with warnings.catch_warnings():
-        # MLflow finds two equal local-file source classes for a file:// URI and says so.
-        warnings.simplefilter("ignore", UserWarning)
+    return tuple(
+        DatasetInput(
+            name=f"{dataset.name}-{split}",
+            context=context,
+            source=source,
+            digest=data.checksum[:8],
+            features_shape=tuple(x.shape),
+            features_dtype=str(x.dtype),
+            targets_shape=tuple(y.shape),
+            targets_dtype=str(y.dtype),
+        )
         for x, y, split, context in (
             (data.x_train, data.y_train, "train", "training"),
             (data.x_test, data.y_test, "test", "test"),
-        ):
-            name = f"{dataset.name}-{split}"
-            digest = data.checksum[:8]
-            found = mlflow.data.from_numpy(x, targets=y, source=source, name=name, digest=digest)
-            inputs.append((found, context))
-    return inputs
+        )
+    )
 
 
 def describe(cfg, names):

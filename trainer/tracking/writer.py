@@ -10,7 +10,8 @@ Memory stays bounded: the pipe to the child holds a few blocks of rows; a writer
 falls behind makes the next hand-over wait rather than grow.
 
 Tracking errors never stop training: a failing sink is reported (once), switched off, and
-with `strict=True` (the tests) the first error is raised again from `close()`.
+with `strict=True` (the tests) the first error is raised again from `close()`. A sink that
+cannot start is an input error (`ConfigError`) before training begins.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import signal
 import subprocess
 import sys
 
+from schedules.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -31,48 +34,83 @@ class TrackingError(RuntimeError):
 
 
 class WriterProcess:
-    """Feeds `(name, kwargs)` sinks (see `sinks.SINKS`) in a child `python -m` process.
+    """Drives `sinks` (`{name: Sink}`, see `sinks.base`) in a child `python -m` process.
 
-    Messages are pickled over the child's stdin; its stdout carries the replies. The pipe
-    holds at most a few blocks of rows, so a writer that falls behind makes the next
-    hand-over wait (bounded memory); a child that dies shows up as a closed pipe.
+    Every method of the sink protocol is here, each a message to the child: pickled over
+    its stdin, with replies on its stdout. `start` and `flush` wait for the child; the rest
+    return at once. A child that dies shows up as a closed pipe, reported once.
     """
 
     def __init__(self, sinks, strict=False):
         self.strict = strict
         self.errors = []
+        self._closed = False
         self._process = subprocess.Popen(
             [sys.executable, "-m", "trainer.tracking.writer"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._send(("start", (sinks,)))
-        self._closed = False
+        self._send(("sinks", (dict(sinks),)))
+
+    def start(self, run):
+        """Start every sink for `run` (a `RunInfo`); returns {name: Started}.
+
+        Raises ConfigError naming the sink when one cannot start; the others are closed
+        as FAILED and the child ends.
+        """
+        if not self._send(("start", (run,))):
+            raise ConfigError("the tracking process could not start", fix=self._fix())
+        reply, detail = self._next_reply()
+        if reply == "started":
+            return detail
+        self._closed = True
+        self._process.stdin.close()
+        self._process.wait()
+        if reply == "start_failed":
+            name, message, fix = detail
+            raise ConfigError(
+                f"sink.{name} could not start: {message}",
+                fix=fix or f"fix its settings (sink.{name}.*), or leave it out: {self._fix(name)}",
+            )
+        raise ConfigError(f"the tracking process ended before starting: {detail}")
+
+    def params(self, values):
+        self._send(("params", (dict(values),)))
+
+    def tags(self, values):
+        self._send(("tags", ({k: str(v) for k, v in values.items()},)))
 
     def steps(self, rows):
         if len(rows):
             self._send(("steps", (rows,)))
 
     def scalars(self, values, step):
-        self._send(("scalars", ({k: float(v) for k, v in values.items()}, step)))
+        self._send(("scalars", ({k: float(v) for k, v in values.items()}, int(step))))
+
+    def artifacts(self, paths, folder=None):
+        self._send(("artifacts", ([str(p) for p in paths], folder)))
 
     def flush(self):
         """Block until everything sent so far is written and flushed."""
         if self._send(("flush", ())):
             self._wait_for("flushed")
 
-    def close(self):
-        """Write everything sent, close the sinks and the process; report sink errors."""
+    def close(self, status="FINISHED"):
+        """Write everything sent, close the sinks with `status` and end the process; report
+        sink errors (and raise the first with strict=True)."""
         if self._closed:
             return
         self._closed = True
-        if self._send(("close", ())):
+        if self._send(("close", (status,))):
             self._wait_for("closed")
         self._process.stdin.close()
         self._process.wait()
         if self.strict and self.errors:
             raise TrackingError("; ".join(self.errors))
+
+    def _fix(self, name=None):
+        return "choose the sinks with sink=[...], e.g. sink=[csv]" if name else "see the log above"
 
     def _send(self, message):
         try:
@@ -86,20 +124,21 @@ class WriterProcess:
             )
             return False
 
-    def _wait_for(self, kind):
+    def _next_reply(self):
+        """The next reply that is not a sink error (those are reported on the way)."""
         while True:
             try:
                 reply, detail = pickle.load(self._process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError) as err:
-                self._report(
-                    f"the tracking process ended before {kind!r} "
-                    f"(exit code {self._process.poll()}): {err}"
-                )
-                return
-            if reply == "error":
-                self._report(detail)
-            elif reply == kind:
-                return
+                return "gone", f"exit code {self._process.poll()}: {err}"
+            if reply != "error":
+                return reply, detail
+            self._report(detail)
+
+    def _wait_for(self, kind):
+        reply, detail = self._next_reply()
+        if reply == "gone":
+            self._report(f"the tracking process ended before {kind!r} ({detail})")
 
     def _report(self, message):
         log.error("tracking: %s", message)
@@ -107,37 +146,56 @@ class WriterProcess:
 
 
 def serve(requests, replies):
-    """The child process: build the sinks, then apply requests until "close"."""
+    """The child process: receive the sinks, start them, then apply requests until "close"."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _yield_cpu()
-    from trainer.tracking.sinks import SINKS
 
     def reply(*message):
         pickle.dump(message, replies)
         replies.flush()
 
-    sinks = []
+    sinks = {}
     while True:
         try:
             kind, args = pickle.load(requests)
         except EOFError:  # the parent is gone: write what we have
-            kind, args = "close", ()
-        if kind == "start":
-            for name, kwargs in args[0]:
-                try:
-                    sinks.append(SINKS[name](**kwargs))
-                except Exception as err:
-                    reply("error", f"{name} sink could not start: {type(err).__name__}: {err}")
+            kind, args = "close", ("KILLED",)
+        if kind == "sinks":
+            sinks = args[0]
+        elif kind == "start":
+            started = _start(sinks, args[0], reply)
+            if started is None:
+                return
+            reply("started", started)
         elif kind in ("flush", "close"):
             _each(sinks, reply, "flush")
             if kind == "flush":
                 reply("flushed", None)
                 continue
-            _each(sinks, reply, "close")
+            _each(sinks, reply, "close", *args)
             reply("closed", None)
             return
         else:
             _each(sinks, reply, kind, *args)
+
+
+def _start(sinks, run, reply):
+    """Start the sinks in order; on a failure close those started as FAILED and say so."""
+    started = {}
+    for name, sink in sinks.items():
+        try:
+            started[name] = sink.start(run)
+        except Exception as err:
+            for earlier in started:
+                with contextlib.suppress(Exception):
+                    sinks[earlier].close("FAILED")
+            if isinstance(err, ConfigError):
+                message = str(err).split("\n  fix: ")[0]
+            else:
+                message = f"{type(err).__name__}: {err}"
+            reply("start_failed", (name, message, getattr(err, "fix", None)))
+            return None
+    return started
 
 
 def _yield_cpu():
@@ -154,15 +212,15 @@ def _yield_cpu():
 
 
 def _each(sinks, reply, method, *args):
-    for sink in list(sinks):
+    for name, sink in list(sinks.items()):
         try:
             getattr(sink, method)(*args)
         except Exception as err:  # a tracking failure must not kill training
-            sinks.remove(sink)
+            del sinks[name]
             reply(
                 "error",
-                f"{type(sink).__name__}.{method} failed and is switched off for "
-                f"this run: {type(err).__name__}: {err}",
+                f"sink.{name} ({type(sink).__name__}.{method}) failed and is switched off "
+                f"for this run: {type(err).__name__}: {err}",
             )
 
 

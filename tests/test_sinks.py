@@ -1,0 +1,166 @@
+"""Sinks are a config group: a new one is one class plus one YAML, driven by the writer
+process through the whole protocol; a failing sink never costs the others a point."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import trainer
+from schedules.errors import ConfigError
+from tests.project import DATASETS
+from tests.tracking_stores import mlflow_history, mlflow_runs
+from trainer.tracking.writer import TrackingError
+
+# A stranger's sink, outside the package: every call as one JSON line.
+CALL_LOG_SINK = """
+import json
+from pathlib import Path
+
+from trainer.tracking.sinks.base import Sink, Started
+
+
+class CallLog(Sink):
+    def __init__(self, file, fail_on=None):
+        self.file, self.fail_on = file, fail_on
+
+    def start(self, run):
+        if self.fail_on == "start":
+            raise ValueError("no room for the log")
+        self.out = (Path(run.dir) / self.file).open("w")
+        self._say("start", run.name, [d.name for d in run.inputs])
+        return Started(ref={"file": self.file}, where=f"call log in {self.file}")
+
+    def params(self, values):
+        self._say("params", values)
+
+    def tags(self, values):
+        self._say("tags", values)
+
+    def steps(self, rows):
+        if self.fail_on == "steps":
+            raise OSError("disk full")
+        self._say("steps", [int(r[0]) for r in rows], [float(r[1]) for r in rows])
+
+    def scalars(self, values, step):
+        self._say("scalars", values, step)
+
+    def artifacts(self, paths, folder=None):
+        self._say("artifacts", [Path(p).name for p in paths])
+
+    def flush(self):
+        self.out.flush()
+
+    def close(self, status):
+        self._say("close", status)
+        self.out.close()
+
+    def _say(self, *call):
+        self.out.write(json.dumps(call) + "\\n")
+"""
+
+
+def call_log_sink(folder, name="calls", fail_on=None):
+    """`folder/call_log_sink.py` and `folder/conf/sink/<name>.yaml`: one class, one YAML."""
+    (folder / "call_log_sink.py").write_text(CALL_LOG_SINK)
+    yaml = folder / "conf" / "sink" / f"{name}.yaml"
+    yaml.parent.mkdir(parents=True, exist_ok=True)
+    yaml.write_text(
+        textwrap.dedent(
+            f"""\
+            {name}:
+              _target_: call_log_sink.CallLog
+              file: calls.jsonl
+              fail_on: {fail_on or "null"}
+            """
+        )
+    )
+    return f"hydra.searchpath=[file://{folder / 'conf'}]"
+
+
+def test_a_new_sink_is_one_class_and_one_yaml(tmp_path):
+    searchpath = call_log_sink(tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            searchpath,
+            "sink=[calls,csv]",
+            "model=mlp",
+            "trainer.epochs=2",
+            "trainer.limit_train_batches=6",
+            "tracking.flush_every_steps=4",
+            "tracking.strict=true",
+            f"output_dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,  # where the sink's module is, as for a user's own package
+        env={**os.environ, "LRLAB_DATA_DIR": str(DATASETS), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "call log in calls.jsonl" in out.stdout + out.stderr  # its `where`, at start
+    calls = [json.loads(line) for line in (tmp_path / "run" / "calls.jsonl").open()]
+    kinds = [c[0] for c in calls]
+    assert kinds[:3] == ["start", "params", "tags"] and kinds[-1] == "close"
+    assert calls[0][1:] == ["mlp-mnist-cosine", ["mnist-train", "mnist-test"]]
+    assert calls[1][1]["optimizer.learning_rate"] == "0.001" and calls[-1][1] == "FINISHED"
+    steps = [s for c in calls if c[0] == "steps" for s in c[1]]
+    assert steps == list(range(12))  # every step once, in order
+    epochs = [c[2] for c in calls if c[0] == "scalars" and "epoch/val_loss" in c[1]]
+    assert epochs == [0, 1]
+    final = [c for c in calls if c[0] == "scalars" and "test/accuracy" in c[1]]
+    assert len(final) == 1 and final[0][2] == 12
+    kept = {name for c in calls if c[0] == "artifacts" for name in c[1]}
+    assert {"config.yaml", "model.keras", "lr_and_loss.png", "iou_per_class.csv"} <= kept
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow was not among the chosen sinks
+
+
+def config(compose, folder, fail_on, *overrides, run="run"):
+    """The real config with the call-log sink (failing at `fail_on`) and a few steps."""
+    return compose(
+        "train",
+        [
+            call_log_sink(folder, fail_on=fail_on),
+            f"output_dir={folder}/{run}",
+            f"tracking.uri=sqlite:///{folder}/mlflow.db",
+            "model=mlp",
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=10",
+            "tracking.flush_every_steps=3",
+            *overrides,
+        ],
+    )
+
+
+def test_a_failing_sink_is_switched_off_and_the_others_keep_every_step(workdir, compose, caplog):
+    cfg = config(compose, workdir, "steps", "sink=[mlflow,calls,csv]")
+    results = trainer.run(cfg)
+    assert results["trained_steps"] == 10
+    assert "sink.calls (CallLog.steps) failed and is switched off" in caplog.text
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in mlflow_history(client, run, "train/loss")] == list(range(10))
+    assert len((workdir / "run" / "steps.csv").read_text().splitlines()) == 11
+
+    # With tracking.strict=true (the tests' setting) the same failure fails the run.
+    strict = config(compose, workdir, "steps", "sink=[calls]", "tracking.strict=true", run="again")
+    with pytest.raises(TrackingError, match="disk full"):
+        trainer.run(strict)
+
+
+def test_a_sink_that_cannot_start_is_an_input_error_and_no_run_is_left_running(workdir, compose):
+    cfg = config(compose, workdir, "start", "sink=[mlflow,calls]")
+    with pytest.raises(ConfigError) as err:
+        trainer.run(cfg)
+    message = str(err.value)
+    assert "sink.calls could not start: ValueError: no room for the log" in message
+    assert "sink=[...]" in message  # the fix: how to leave it out
+    # MLflow had started first: its run is closed as FAILED, not left RUNNING.
+    _, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert [r.info.status for r in runs] == ["FAILED"]

@@ -1,0 +1,153 @@
+"""The training run's small callbacks, one job each: epoch metrics, the divergence stop
+policy, the best checkpoint, and a Ctrl-C that stops between steps.
+
+(Per-step rows: `trainer.tracking.recorder`; plateau reduction: `schedules.plateau`.)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import keras
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = {
+    "loss": "epoch/train_loss",
+    "accuracy": "epoch/train_accuracy",
+    "mean_iou": "epoch/train_mean_iou",
+    "val_loss": "epoch/val_loss",
+    "val_accuracy": "epoch/val_accuracy",
+    "val_mean_iou": "epoch/val_mean_iou",
+}
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Each epoch's Keras logs as `epoch/*` scalars at step = the epoch, with its duration
+    and training speed (steps per second of the training part, validation left out)."""
+
+    def __init__(self, writer):
+        super().__init__()
+        self.writer = writer
+        self._first_step = 0
+        self._started = None
+        self._train_seconds = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first_step = int(self.model.optimizer.iterations.numpy())
+        self._started = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._started is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._started
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        elapsed = time.perf_counter() - self._started
+        steps = int(self.model.optimizer.iterations.numpy()) - self._first_step
+        values = {name: logs[key] for key, name in EPOCH_METRICS.items() if key in logs}
+        values["epoch/duration_s"] = elapsed
+        values["epoch/steps_per_sec"] = steps / (self._train_seconds or elapsed)
+        self.writer.scalars(values, epoch)
+        log.info(
+            "epoch %d: %s",
+            epoch,
+            ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in values.items()),
+        )
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss, or at the first above `factor`
+    times the first step's loss (an exploding but finite loss; `factor=None`: NaN only).
+
+    It sees the batch losses through the `StepRecorder` (as its watcher), so it costs the
+    training loop nothing; `step` and `reason` say where and why it stopped.
+    """
+
+    def __init__(self, factor=None):
+        super().__init__()
+        self.factor = factor
+        self.first_loss = None
+        self.step = None  # the first step whose loss was non-finite or exploded
+        self.reason = None  # what happened there, in words
+
+    def observe(self, columns):
+        if self.step is not None:
+            return
+        steps, losses = columns["step"], columns["loss"]
+        if self.first_loss is None and steps[0] == 0 and np.isfinite(losses[0]):
+            self.first_loss = float(losses[0])
+        bad = ~np.isfinite(losses)
+        reason = "the loss became non-finite"
+        if self.factor is not None and self.first_loss is not None:
+            exploded = np.isfinite(losses) & (losses > self.factor * self.first_loss)
+            if exploded.any() and (not bad.any() or exploded.argmax() < bad.argmax()):
+                bad = exploded
+                reason = (
+                    f"the loss exploded (above {self.factor:g} x the first step's "
+                    f"{self.first_loss:.4g})"
+                )
+        if bad.any():
+            at = int(bad.argmax())
+            self.step, self.reason = int(steps[at]), reason
+            log.error("%s: %s at step %d; stopping training", reason, losses[at], self.step)
+            self.model.stop_training = True
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint` keeping the best `monitor` model, except after divergence:
+    a diverged model is never the best one, whatever its validation loss."""
+
+    def __init__(self, path, divergence, monitor="val_loss"):
+        super().__init__(path, monitor=monitor, save_best_only=True, verbose=0)
+        self.divergence = divergence
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.divergence.step is not None:
+            return
+        best = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != best:
+            log.info(
+                "epoch %d: %s improved to %.4g; saved %s",
+                epoch,
+                self.monitor,
+                self.best,
+                self.filepath,
+            )
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """The first Ctrl-C stops training after the current step; a second one interrupts at once.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, which may be
+    inside TensorFlow's own calls, where it can surface as an unrelated `SystemError`.
+    Here SIGINT only sets `model.stop_training`; Keras stops at the next step (after the
+    epoch's validation, if it was mid-epoch), and the caller raises KeyboardInterrupt from
+    a known place when `requested` is set, so the run is closed as KILLED with every step.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, signum, frame):
+        self.requested = True
+        self.model.stop_training = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C is immediate
+        log.warning("Ctrl-C: stopping after this step (press it again to stop at once)")
+
+    def on_train_end(self, logs=None):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

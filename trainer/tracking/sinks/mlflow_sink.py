@@ -1,0 +1,247 @@
+"""The MLflow sink: one MLflow run per tracked run, every value batched into few calls.
+
+Configured by `conf/sink/mlflow.yaml` (the store and experiment come from `tracking.uri` and
+`tracking.experiment`). Runs in the writer process; `check()` runs in the training process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from schedules.errors import ConfigError
+from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics
+
+log = logging.getLogger(__name__)
+
+# How MLflow 3 tells a model-training experiment from a GenAI one. The 3.17 UI lets its
+# global GenAI / Model training switch decide instead, while it shows one (docs/training.md).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's tracking URI schemes (a bare path is a folder store).
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
+LOCAL_FIX = "unset MLFLOW_TRACKING_URI (or set tracking.uri=sqlite:///mlflow.db) to log locally"
+DROP_FIX = "or leave MLflow out: sink=[tensorboard,csv]"
+
+
+class MlflowSink(Sink):
+    """Logs to the MLflow run it starts in experiment `experiment` of the store at `uri`.
+
+    Args:
+        uri: an MLflow tracking URI (`sqlite:///mlflow.db`, `http://host:5000`, ...).
+        experiment: the experiment's name; created on first use.
+        health_timeout: seconds a server may take to answer `/health` in `check()`.
+    """
+
+    MAX_METRICS = 1000  # per log_batch call (MLflow's limit)
+    MAX_PARAMS = 100
+
+    def __init__(self, uri, experiment, health_timeout=3.0):
+        self.uri, self.experiment, self.health_timeout = uri, experiment, health_timeout
+        self.run_id = None
+
+    # --- in the training process ----------------------------------------------------------
+    def check(self):
+        """Fail in seconds, naming the URI, when the store cannot be reached.
+
+        A server must answer `/health`; a SQLite file's folder must exist. Without this,
+        MLflow's client retries an unreachable server for minutes before a run could start.
+        """
+        uri = self.uri
+        if not isinstance(uri, str) or not uri:
+            raise ConfigError(
+                f"tracking.uri must be an MLflow tracking URI such as sqlite:///mlflow.db or "
+                f"http://host:5000. Received: tracking.uri={uri!r}",
+                fix=LOCAL_FIX,
+            )
+        if not self.experiment:
+            raise ConfigError(
+                f"tracking.experiment must be a non-empty name. Received: "
+                f"tracking.experiment={self.experiment!r}",
+                fix="e.g. tracking.experiment=lrlab",
+            )
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+        if "://" in uri and scheme not in SCHEMES:
+            raise ConfigError(
+                f"tracking.uri={uri!r}: unknown scheme {scheme!r}; MLflow takes "
+                f"{', '.join(SCHEMES)}",
+                fix=f"e.g. tracking.uri=http://host:5000, or {LOCAL_FIX}",
+            )
+        if scheme in ("http", "https"):
+            self._check_server()
+        elif scheme == "sqlite":
+            path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+            if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
+                raise ConfigError(
+                    f"tracking.uri={uri}: the folder {Path(path).resolve().parent} does not exist",
+                    fix="create it, or name a SQLite file in an existing folder",
+                )
+
+    def _check_server(self):
+        import urllib.error
+        import urllib.request
+
+        uri = self.uri
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=self.health_timeout):
+                pass
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):  # a server that wants credentials is still there
+                return
+            raise ConfigError(
+                f"tracking.uri={uri}: the MLflow server answered {err.code} at /health",
+                fix=f"check the address, or {LOCAL_FIX}",
+            ) from err
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError(
+                f"tracking.uri={uri}: no MLflow server answers there ({reason})",
+                fix=f"start the server (mlflow server --port 5000), or {LOCAL_FIX}, {DROP_FIX}",
+            ) from err
+
+    # --- in the writer process --------------------------------------------------------------
+    def start(self, run: RunInfo) -> Started:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment_id = self._experiment_id()
+        tags = {}
+        if run.parent and "mlflow" in run.parent:
+            tags["mlflow.parentRunId"] = run.parent["mlflow"]["run_id"]
+        started = self.client.create_run(experiment_id, tags=tags, run_name=run.name)
+        self.run_id = started.info.run_id
+        for child in run.children:
+            if "mlflow" in child:
+                self.client.set_tag(child["mlflow"]["run_id"], "mlflow.parentRunId", self.run_id)
+        if run.inputs:
+            self._log_inputs(run.inputs)
+        where = (
+            f"MLflow run {run.name} ({self.run_id}) in experiment {self.experiment!r} at {self.uri}"
+        )
+        if self.uri.startswith(("http://", "https://")):
+            # MLflow 3.17's UI opens on its GenAI view unless asked for model training.
+            where += (
+                f"; open it: {self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/"
+                f"{self.run_id}/model-metrics?workflowType=machine_learning"
+            )
+        return Started(ref={"run_id": self.run_id, "experiment_id": experiment_id}, where=where)
+
+    def _experiment_id(self):
+        try:
+            experiment = self.client.get_experiment_by_name(self.experiment)
+            if experiment is None:
+                return self.client.create_experiment(
+                    self.experiment,
+                    artifact_location=self._artifact_location(),
+                    tags=EXPERIMENT_KIND,
+                )
+            if not experiment.tags.get("mlflow.experimentKind"):
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
+            return experiment.experiment_id
+        except Exception as err:  # before any run exists: an input error, not a crash
+            raise ConfigError(
+                f"tracking.uri={self.uri}: MLflow could not open the experiment "
+                f"{self.experiment!r} ({type(err).__name__}: {str(err)[:300]})",
+                fix=f"check the URI and the store, {DROP_FIX}",
+            ) from err
+
+    def _artifact_location(self):
+        """Artifacts beside a SQLite store (instead of the working directory)."""
+        if self.uri.startswith("sqlite:///"):
+            folder = Path(self.uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
+            return (folder / self.experiment).as_uri()
+        return None
+
+    def _log_inputs(self, inputs):
+        from mlflow.entities import DatasetInput, InputTag
+
+        try:
+            datasets = [
+                DatasetInput(_dataset_entity(d), tags=[InputTag("mlflow.data.context", d.context)])
+                for d in inputs
+            ]
+            self.client.log_inputs(self.run_id, datasets=datasets)
+        except Exception as err:  # the Dataset column is a convenience, never a failure
+            log.warning("could not log the dataset inputs: %s", err)
+
+    def params(self, values):
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in values.items()]
+        for i in range(0, len(items), self.MAX_PARAMS):
+            self.client.log_batch(self.run_id, params=items[i : i + self.MAX_PARAMS])
+
+    def tags(self, values):
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+
+    def steps(self, rows):
+        self._log(list(rows_as_metrics(rows)))
+
+    def scalars(self, values, step):
+        self._log([(name, float(v), step) for name, v in values.items()])
+
+    def _log(self, triples):
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, value, now, step) for name, value, step in triples]
+        for i in range(0, len(metrics), self.MAX_METRICS):
+            self.client.log_batch(
+                self.run_id, metrics=metrics[i : i + self.MAX_METRICS], synchronous=True
+            )
+
+    def artifacts(self, paths, folder=None):
+        for path in paths:
+            self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def close(self, status):
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status)
+
+
+def _dataset_entity(described):
+    """An MLflow Dataset entity from a `DatasetInput`: MLflow's own schema, no arrays."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import Dataset
+
+    features = np.empty((0, *described.features_shape[1:]), described.features_dtype)
+    targets = np.empty((0, *described.targets_shape[1:]), described.targets_dtype)
+    with warnings.catch_warnings():
+        # MLflow finds two equal local-file source classes for a file:// URI and says so.
+        warnings.simplefilter("ignore", UserWarning)
+        entity = mlflow.data.from_numpy(
+            features,
+            targets=targets,
+            source=described.source,
+            name=described.name,
+            digest=described.digest,
+        )._to_mlflow_entity()
+    profile = {}
+    for part, shape, dtype in (
+        ("features", described.features_shape, described.features_dtype),
+        ("targets", described.targets_shape, described.targets_dtype),
+    ):
+        size = int(np.prod(shape))
+        profile.update(
+            {
+                f"{part}_shape": list(shape),
+                f"{part}_size": size,
+                f"{part}_nbytes": size * np.dtype(dtype).itemsize,
+            }
+        )
+    return Dataset(
+        entity.name,
+        entity.digest,
+        entity.source_type,
+        entity.source,
+        entity.schema,
+        json.dumps(profile),
+    )

@@ -1,0 +1,82 @@
+"""The TensorBoard sink: scalar summaries in an event file, written without TensorFlow.
+
+Configured by `conf/sink/tensorboard.yaml`. TensorBoard's own record framing (length,
+masked CRC32C, data, masked CRC32C) over a plain file, so the writer process never imports
+TensorFlow. Params appear as a table in TensorBoard's Text tab.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics
+
+
+class TensorBoardSink(Sink):
+    """Scalars into `<run folder>/<folder>/events.out.tfevents.*`.
+
+    Args:
+        folder: the event files' folder, relative to the run folder.
+    """
+
+    def __init__(self, folder="tensorboard"):
+        self.folder = folder
+
+    def start(self, run: RunInfo) -> Started:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self.logdir = Path(run.dir) / self.folder
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+        self.file = (self.logdir / name).open("wb")
+        self.records = RecordWriter(self.file)
+        self._write_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        return Started(ref={"logdir": str(self.logdir)})
+
+    def params(self, values):
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.compat.proto.types_pb2 import DT_STRING
+        from tensorboard.plugins.text.metadata import create_summary_metadata
+
+        table = "| param | value |\n|---|---|\n" + "\n".join(
+            f"| {k} | {v} |" for k, v in sorted(values.items())
+        )
+        tensor = TensorProto(
+            dtype=DT_STRING, string_val=[table.encode()], tensor_shape=TensorShapeProto()
+        )
+        metadata = create_summary_metadata("params", "the run's parameters")
+        self._summary(
+            Summary(value=[Summary.Value(tag="params", metadata=metadata, tensor=tensor)]), 0
+        )
+
+    def steps(self, rows):
+        self._scalars(rows_as_metrics(rows))
+
+    def scalars(self, values, step):
+        self._scalars((name, float(v), step) for name, v in values.items())
+
+    def _scalars(self, triples):
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        for name, value, step in triples:
+            self._summary(Summary(value=[Summary.Value(tag=name, simple_value=value)]), step)
+
+    def _summary(self, summary, step):
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self._write_event(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def _write_event(self, event):
+        self.records.write(event.SerializeToString())
+
+    def flush(self):
+        self.records.flush()
+
+    def close(self, status):
+        self.records.close()
