@@ -5,6 +5,8 @@ as fixtures to tests.
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -21,3 +23,17 @@ def compose_config(config_name, overrides=()):
     """The real composed config, as the app would see it, with test overrides."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
+
+
+def trainer_command(*args, **env):
+    """argv and environment for `python -m trainer ARGS` as a user runs it, on the real data."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
+    return [sys.executable, "-m", "trainer", *args], {**environment, **env}
+
+
+def run_trainer(*args, cwd=ROOT, timeout=300, **env):
+    """`python -m trainer ARGS` in a fresh process, as a user runs it; the finished process."""
+    argv, environment = trainer_command(*args, **env)
+    return subprocess.run(
+        argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )

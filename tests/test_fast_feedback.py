@@ -47,7 +47,7 @@ def test_answers_without_tensorflow(app, args, returncode, says):
 def test_trainer_help_lists_only_its_groups():
     out, _ = imported_modules("trainer", "--help")
     groups = [x.split(":")[0].strip() for x in out.stdout.splitlines() if x.startswith("  ")]
-    groups = [g for g in groups if g and " " not in g][:11]
+    groups = [g for g in groups if g and " " not in g][:12]
     assert groups == [
         "dataset",
         "model",
@@ -60,5 +60,6 @@ def test_trainer_help_lists_only_its_groups():
         "sink",
         "lr_find",
         "experiment",
+        "sweep",
     ]
     assert "powered by Hydra" not in out.stdout

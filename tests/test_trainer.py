@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 import trainer
 from schedules.build import from_config
-from tests.project import DATASETS, ROOT, compose_config
+from tests.project import ROOT, compose_config, run_trainer, trainer_command
 from tests.tracking_stores import (
     mlflow_history,
     mlflow_runs,
@@ -37,19 +36,6 @@ def small(tmp_path, *overrides, batches=12, epochs=2):
             "tracking.flush_every_steps=5",
             *overrides,
         ],
-    )
-
-
-def trainer_command(*args, **env):
-    """argv and environment for `python -m trainer ARGS` as a user runs it, on the real data."""
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LRLAB_DATA_DIR": str(DATASETS)}
-    return [sys.executable, "-m", "trainer", *args], {**environment, **env}
-
-
-def run_trainer(*args, **env):
-    argv, environment = trainer_command(*args, **env)
-    return subprocess.run(
-        argv, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300
     )
 
 
@@ -315,27 +301,6 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def test_a_sweep_makes_one_finished_run_per_value(workdir):
-    out = run_trainer(
-        "-m",
-        "model=mlp",
-        "schedule=clr",
-        "schedule.max_lr=1e-3,3e-3",
-        "schedule.step_size=4",
-        "trainer.epochs=1",
-        "trainer.limit_train_batches=10",
-        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
-        f"hydra.sweep.dir={workdir}/sweep",
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
-    assert sorted(r.data.params["schedule.max_lr"] for r in runs) == ["0.001", "0.003"]
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(10))
-    assert len(list((workdir / "sweep").glob("*/tensorboard"))) == 2
 
 
 def test_logs_to_an_mlflow_server_named_by_the_environment(workdir):

@@ -7,11 +7,12 @@ TensorFlow), then the schedule, optimizer and model (with TensorFlow, before the
 """
 
 
-def run(cfg, choices=None, extra_callbacks=()):
+def run(cfg, choices=None, extra_callbacks=(), trial=None):
     """Train (or, with `mode=lr_find`, run the range test) from a composed `conf/train.yaml`.
 
     A schedule key set to `auto` (`max_lr`, `initial_lr`) runs the range test first and
     trains with its suggestion; the range test's run becomes a child of the training run.
+    `trial` (a `trainer.sweeps.trial.Trial`) makes the run a sweep's child run.
     Returns the final metrics as a dict.
     """
     from hydra.utils import instantiate
@@ -34,7 +35,7 @@ def run(cfg, choices=None, extra_callbacks=()):
     auto = [key for key in AUTO_KEYS if cfg.schedule.get(key) == "auto"]
     check_objects(cfg, train_samples, build_schedule=cfg.mode == "train" and not auto)
     if cfg.mode == "lr_find":
-        return lr_find.find_lr(cfg, choices)
+        return lr_find.find_lr(cfg, choices, trial=trial)
     if auto:
-        return lr_find.train_at_suggestion(cfg, choices, extra_callbacks, auto)
-    return train(cfg, choices, extra_callbacks)
+        return lr_find.train_at_suggestion(cfg, choices, extra_callbacks, auto, trial=trial)
+    return train(cfg, choices, extra_callbacks, trial=trial)

@@ -1,4 +1,8 @@
-"""`python -m trainer [group=option ...] [key=value ...]`: train, tracked per step."""
+"""`python -m trainer [group=option ...] [key=value ...]`: train, tracked per step.
+
+With `-m` each job is a trial of a sweep: a child of the sweep's parent run
+(`trainer.sweeps`), whose failure is recorded without stopping the sweep.
+"""
 
 import logging
 import sys
@@ -10,6 +14,7 @@ from omegaconf import DictConfig
 import trainer
 from schedules.console import input_errors_reported
 from schedules.overrides import check_overrides
+from trainer.sweeps import callback, trial
 
 log = logging.getLogger("trainer")
 APP = "python -m trainer"
@@ -18,6 +23,9 @@ APP = "python -m trainer"
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     choices = dict(HydraConfig.get().runtime.choices)
+    this = trial.current()
+    if this is not None:
+        return trial.run(cfg, choices, this)
     with input_errors_reported(APP):
         results = trainer.run(cfg, choices)
     return results.get(cfg.optimized_metric)
@@ -31,5 +39,8 @@ if __name__ == "__main__":
     except KeyboardInterrupt as err:
         # The run was closed on the way out (TrackedRun notes how); one line, no traceback.
         note = getattr(err, "lrlab_note", "no run had started")
-        sys.stderr.write(f"{APP}: interrupted; {note}\n")
+        swept = callback.close_open_sweep("KILLED")
+        sys.stderr.write(f"{APP}: interrupted; {note}{swept}\n")
         sys.exit(130)
+    finally:
+        callback.close_open_sweep("FAILED")  # a sweep that ended by an error, not by Ctrl-C

@@ -12,6 +12,7 @@ from trainer.choices import (
     CLASS_IOU_PREFIX,
     FINAL_METRICS,
     JIT_COMPILE,
+    MODELS,
     MODES,
     SUGGESTION_RULES,
 )
@@ -68,6 +69,7 @@ def check_config(cfg: DictConfig) -> None:
         _either(str(c).lower() for c in JIT_COMPILE),
         t.jit_compile,
     )
+    need(t.models in MODELS, "trainer.models", _either(MODELS), t.models)
     flush = tracking.flush_every_steps
     need(_whole(flush) and flush >= 1, "tracking.flush_every_steps", "a whole number >= 1", flush)
     factor = t.divergence_factor

@@ -198,20 +198,26 @@ def plot(result, path, title="", chosen="valley"):
     return path
 
 
-def find_lr(cfg, choices=None, subfolder=None) -> dict:
+def find_lr(cfg, choices=None, subfolder=None, trial=None) -> dict:
     """Run the learning-rate range test as its own tracked run; returns the suggestions.
 
     Args:
         cfg: the composed config; `cfg.lr_find` holds the test's settings.
         choices: the config group choices, for names and tags.
         subfolder: put the run's files in this folder of `cfg.output_dir` (for `auto`).
+        trial: the sweep trial this run is, or None.
     """
     t, f = cfg.trainer, cfg.lr_find
     dataset, data, names, tags = prepare(cfg, choices, "lr_find")
     run_name = f"lr_find-{names['model']}-{names['dataset']}-{names['optimizer']}"
     run_dir = Path(cfg.output_dir) / (subfolder or "")
     values = metadata.params(cfg, ("dataset", "model", "optimizer", "trainer", "lr_find"))
-    info = RunInfo(run_name, str(run_dir))
+    parent = None
+    if trial is not None:
+        run_name, parent = trial.run_name(run_name), trial.parent
+        tags.update(trial.tags())
+        values.update(trial.params())
+    info = RunInfo(run_name, str(run_dir), parent=parent)
     with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, values, tags) as run:
         result = range_test(
             instantiate(cfg.model),
@@ -263,10 +269,16 @@ def find_lr(cfg, choices=None, subfolder=None) -> dict:
             f.suggestion,
             run_dir / "lr_find.png",
         )
-        return {**final, "run_id": run.run_id, "refs": run.refs, "stopped": result.stopped}
+        return {
+            **final,
+            "run_id": run.run_id,
+            "run_name": run_name,
+            "refs": run.refs,
+            "stopped": result.stopped,
+        }
 
 
-def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=()):
+def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=(), trial=None):
     """The range test, then training with its suggestion as `schedule.<key>` for each key.
 
     The range test's run is shown in MLflow as a child of the training run.
@@ -282,4 +294,6 @@ def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=()):
         "lrlab.lr_find.rule": cfg.lr_find.suggestion,
         "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in keys),
     }
-    return train(cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["refs"]])
+    return train(
+        cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["refs"]], trial=trial
+    )

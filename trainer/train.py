@@ -54,6 +54,15 @@ def check_objects(cfg, train_samples, build_schedule=True):
     keras.backend.clear_session()
 
 
+def keep_models(setting, trial):
+    """`trainer.models` for this run: "all", "best" (a sweep's trial) or "none"."""
+    if setting == "auto":
+        return "best" if trial is not None else "all"
+    if setting == "best" and trial is None:
+        return "all"  # a single run is its own best
+    return setting
+
+
 def prepare(cfg, choices, mode):
     """Seeded session, the dataset and its splits, the run's names and its tags."""
     keras.backend.clear_session()  # multirun jobs share the process
@@ -70,6 +79,7 @@ def train(
     extra_callbacks=(),
     extra_tags=None,
     child_runs=(),
+    trial=None,
 ) -> dict:
     """Train, evaluate on the test set, and return the final metrics.
 
@@ -80,6 +90,9 @@ def train(
         extra_tags: more MLflow tags (the range test that chose an `auto` rate, say).
         child_runs: refs of runs to show as children of this run (that range test's
             `TrackedRun.refs`).
+        trial: the sweep trial this run is (`trainer.sweeps.trial.Trial`), or None.
+
+    Returns the final metrics, with `trained_steps`, `run_name` and the sinks' `refs`.
     """
     t = cfg.trainer
     dataset, data, names, tags = prepare(cfg, choices, "train")
@@ -106,6 +119,10 @@ def train(
     )
 
     run_name = f"{names['model']}-{names['dataset']}-{names['schedule']}"
+    if trial is not None:
+        run_name = trial.run_name(run_name)
+        tags.update(trial.tags())
+    models = keep_models(t.models, trial)
     run_dir = Path(cfg.output_dir)
     log.info(
         "%s: %d epochs of %d steps (batch %d), %r",
@@ -122,15 +139,17 @@ def train(
         str(run_dir),
         inputs=metadata.dataset_inputs(dataset, data),
         children=tuple(child_runs),
+        parent=trial.parent if trial is not None else None,
     )
-    with TrackedRun(
-        cfg.get("sink"), cfg.tracking.strict, info, metadata.params(cfg, groups), tags
-    ) as run:
+    params = metadata.params(cfg, groups)
+    if trial is not None:
+        params.update(trial.params())
+    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, params, tags) as run:
         divergence = StopOnDivergence(t.divergence_factor)
         recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
         interrupt = StopOnInterrupt()
         callbacks = [recorder, divergence, EpochMetrics(run.writer), interrupt, *extra_callbacks]
-        if t.checkpoint:
+        if t.checkpoint and models == "all":
             callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
         if t.early_stopping_patience is not None:
             callbacks.append(
@@ -195,10 +214,13 @@ def train(
         )
         run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
-        model.save(run_dir / "model.keras")
-        kept = [run_dir / "iou_per_class.csv", run_dir / "model.keras"]
-        if t.checkpoint and (run_dir / "best.keras").exists():
-            kept.append(run_dir / "best.keras")
+        kept = [run_dir / "iou_per_class.csv"]
+        if models != "none":  # "best": the sweep keeps it if this trial wins
+            model.save(run_dir / "model.keras")
+        if models == "all":
+            kept.append(run_dir / "model.keras")
+            if (run_dir / "best.keras").exists():
+                kept.append(run_dir / "best.keras")
         run.writer.artifacts(kept)
         run.writer.tags(
             {
@@ -216,7 +238,7 @@ def train(
                 if not k.startswith("test/iou_class")
             ),
         )
-        return final
+        return {**final, "run_name": run_name, "refs": run.refs, "models": models}
 
 
 def _log_curves(run, run_dir, run_name):

@@ -125,8 +125,14 @@ class TrackedRun:
             status = "FAILED"
         else:
             status = "FINISHED"
+        # An exception may say how its run ends (a pruned trial: KILLED, with its tags).
+        status = getattr(exc, "lrlab_status", status)
+        if getattr(exc, "lrlab_tags", None):
+            self.writer.tags(exc.lrlab_tags)
         self.writer.close(status)
         log.info("%s ended %s", self.info.name, status)
+        if exc is not None:
+            exc.lrlab_refs = self.refs  # a sweep records which run the failure belongs to
         if exc_type is KeyboardInterrupt and exc is not None:
             where = f"MLflow run {self.info.name} ({self.run_id}) saved as KILLED, with "
             exc.lrlab_note = (

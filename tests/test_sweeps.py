@@ -1,0 +1,259 @@
+"""`python -m trainer -m ...`: one parent run per sweep, every trial a child, a summary at
+the end; failures recorded and the sweep goes on; Ctrl-C ends the parent KILLED."""
+
+import csv
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.project import run_trainer, trainer_command
+from tests.tracking_stores import mlflow_history, mlflow_runs
+
+
+def sweep_args(workdir, *overrides, epochs=2):
+    return [
+        "-m",
+        "model=mlp",
+        f"trainer.epochs={epochs}",
+        "trainer.limit_train_batches=8",
+        "tracking.flush_every_steps=4",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        f"hydra.sweep.dir={workdir}/sweep",
+        *overrides,
+    ]
+
+
+def parent_and_trials(workdir):
+    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    (parent,) = [r for r in runs if r.data.tags.get("mode") == "sweep"]
+    trials = sorted(
+        (r for r in runs if r is not parent), key=lambda r: int(r.data.tags["lrlab.sweep.trial"])
+    )
+    return client, parent, trials
+
+
+def read_trials_csv(workdir):
+    with open(workdir / "sweep" / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(workdir):
+    out = run_trainer(
+        *sweep_args(
+            workdir, "schedule=clr", "schedule.max_lr=1e-3,3e-3", "schedule.step_size=range(3,7,3)"
+        ),
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "FINISHED"
+    assert (
+        parent.info.run_name == "sweep: schedule.max_lr=1e-3,3e-3 schedule.step_size=range(3,7,3)"
+    )
+    sweep_id = parent.data.tags["lrlab.sweep.id"]
+
+    # Four children, told apart by name, each linked to the parent and tagged with the sweep.
+    names = [r.info.run_name for r in trials]
+    assert names == [
+        "mlp-mnist-clr #0 max_lr=0.001 step_size=3",
+        "mlp-mnist-clr #1 max_lr=0.001 step_size=6",
+        "mlp-mnist-clr #2 max_lr=0.003 step_size=3",
+        "mlp-mnist-clr #3 max_lr=0.003 step_size=6",
+    ]
+    for number, run in enumerate(trials):
+        tags, params = run.data.tags, run.data.params
+        assert run.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["lrlab.sweep.id"] == sweep_id and tags["lrlab.sweep.trial"] == str(number)
+        assert params["override.schedule"] == "clr"
+        assert params["override.schedule.step_size"] == params["schedule.step_size"]
+        assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(16))
+        # Models stay out of the trials' MLflow artifacts.
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "model.keras" not in artifacts and "best.keras" not in artifacts
+
+    # The summary: every trial in trials.csv, the best as tags and metrics, the plot, the
+    # best trial's model (the only one kept on disk).
+    rows = read_trials_csv(workdir)
+    assert [r["status"] for r in rows] == ["FINISHED"] * 4
+    assert [r["run_name"] for r in rows] == names
+    accuracy = [float(r["test/accuracy"]) for r in rows]
+    best = max(range(4), key=accuracy.__getitem__)
+    assert parent.data.tags["lrlab.sweep.best_trial"] == str(best)
+    assert parent.data.tags["lrlab.sweep.best_run_id"] == trials[best].info.run_id
+    assert parent.data.metrics["best/test/accuracy"] == pytest.approx(accuracy[best])
+    assert parent.data.metrics["sweep/trials"] == 4 and parent.data.metrics["sweep/failed"] == 0
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "sweep_curves.png", "best_trial"} <= parent_artifacts
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "best_trial")] == [
+        "best_trial/model.keras"
+    ]
+    kept = sorted(p.parent.name for p in (workdir / "sweep").glob("*/model.keras"))
+    assert kept == [f"{best}_mlp-mnist-clr"]
+    assert not list((workdir / "sweep").glob("*/best.keras"))
+    # TensorBoard finds every trial under the sweep folder.
+    assert len(list((workdir / "sweep").glob("*/tensorboard/events.*"))) == 4
+
+
+def test_failed_trials_are_recorded_and_the_sweep_goes_on(workdir):
+    # -1 is an invalid rate (refused before training); 10 makes the loss explode.
+    out = run_trainer(
+        *sweep_args(workdir, "schedule=constant", "optimizer.learning_rate=10,-1,1e-3"),
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "FINISHED"
+    assert [r.info.status for r in trials] == ["FAILED", "FAILED", "FINISHED"]
+    assert "exploded" in trials[0].data.tags["lrlab.failure"]
+    assert "optimizer.learning_rate must be a number > 0" in trials[1].data.tags["lrlab.failure"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    rows = read_trials_csv(workdir)
+    assert [r["status"] for r in rows] == ["FAILED", "FAILED", "FINISHED"]
+    assert "ConfigError" in rows[1]["error"] and "TrainingDiverged" in rows[0]["error"]
+    assert parent.data.tags["lrlab.sweep.failed_trials"] == "0,1"
+    assert parent.data.tags["lrlab.sweep.best_trial"] == "2"
+
+
+def test_ctrl_c_ends_the_parent_killed_with_the_summary_of_the_trials_done(workdir):
+    argv, env = trainer_command(
+        *sweep_args(workdir, "schedule=constant", "trainer.seed=1,2,3", epochs=40)
+    )
+    proc = subprocess.Popen(
+        argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    first = workdir / "sweep" / "0_mlp-mnist-constant" / "trial.json"
+    second = workdir / "sweep" / "1_mlp-mnist-constant" / "steps.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (first.exists() and second.exists()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    last = output.strip().splitlines()[-1]
+    assert "the sweep's parent run ended KILLED with 2 trials" in last, last
+    _, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "KILLED"
+    assert [r.info.status for r in trials] == ["FINISHED", "KILLED"]
+    assert [r["status"] for r in read_trials_csv(workdir)] == ["FINISHED", "KILLED"]
+    assert json.loads(first.read_text())["status"] == "FINISHED"
+    assert not (workdir / "sweep" / "2_mlp-mnist-constant").exists()
+
+
+def optuna_study(name, storage):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
+    storage = f"sqlite:///{workdir}/optuna.db"
+    # A threshold pruner makes the outcome certain: at 1e-7 the validation accuracy after
+    # the first epoch is near chance (pruned); at 3e-3 it is well above 0.3 (finished).
+    out = run_trainer(
+        *sweep_args(
+            workdir,
+            "hydra/sweeper=lrlab_optuna",
+            "schedule=constant",
+            "optimizer.learning_rate=choice(3e-3, 1e-7)",
+            "hydra.sweeper.n_trials=4",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=pruning",
+            "~hydra.sweeper.pruner",
+            "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.3}",
+            epochs=3,
+        ),
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "FINISHED" and len(trials) == 4
+    study = optuna_study("pruning", storage)
+    states = {t.number: t.state.name for t in study.trials}
+    rates = {t.number: t.params["optimizer.learning_rate"] for t in study.trials}
+    assert set(rates.values()) == {3e-3, 1e-7}  # both values were tried
+    for run in trials:
+        number = int(run.data.tags["lrlab.optuna.trial"])
+        assert run.data.tags["lrlab.optuna.study"] == "pruning"
+        assert float(run.data.params["optimizer.learning_rate"]) == rates[number]
+        if rates[number] == 1e-7:
+            # Pruned after the first epoch: KILLED in MLflow, PRUNED in Optuna.
+            assert states[number] == "PRUNED"
+            assert run.info.status == "KILLED"
+            assert run.data.tags["lrlab.pruned"] == "true"
+            assert run.data.tags["lrlab.pruned_at_epoch"] == "0"
+            assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(8))
+        else:
+            assert states[number] == "COMPLETE" and run.info.status == "FINISHED"
+            value = study.trials[number].value
+            assert value == pytest.approx(run.data.metrics["test/accuracy"])
+    rows = read_trials_csv(workdir)
+    assert {r["status"] for r in rows} == {"PRUNED", "FINISHED"}
+    pruned = sum(r["status"] == "PRUNED" for r in rows)
+    assert parent.data.metrics["sweep/pruned"] == pruned
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"optuna_history.png", "optuna_parallel_coordinate.png"} <= artifacts
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the local PostgreSQL (trust auth), dropped afterwards."""
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"lrlab_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
+
+
+def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url):
+    runs = []
+    for machine in ("a", "b"):
+        argv, env = trainer_command(
+            "-m",
+            "model=mlp",
+            "hydra/sweeper=lrlab_optuna",
+            "schedule=constant",
+            "optimizer.learning_rate=tag(log, interval(1e-4, 1e-2))",
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweeper.storage={postgres_url}",
+            "hydra.sweeper.study_name=shared",
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=6",
+            f"tracking.uri=sqlite:///{workdir}/{machine}.db",
+            f"hydra.sweep.dir={workdir}/{machine}",
+        )
+        runs.append(
+            subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for proc in runs:
+        output, _ = proc.communicate(timeout=400)
+        assert proc.returncode == 0, output[-3000:]
+    study = optuna_study("shared", postgres_url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    by_sweep = {}
+    for t in study.trials:
+        by_sweep.setdefault(t.user_attrs["lrlab.sweep.id"], []).append(t.user_attrs["lrlab.job"])
+    assert sorted(map(sorted, by_sweep.values())) == [[0, 1], [0, 1]]
+    # Each machine's trials are children of its own parent run, in its own store.
+    for machine in ("a", "b"):
+        _, runs_there = mlflow_runs(f"sqlite:///{workdir}/{machine}.db")
+        (parent,) = [r for r in runs_there if r.data.tags.get("mode") == "sweep"]
+        children = [r for r in runs_there if r is not parent]
+        assert len(children) == 2
+        assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+        assert {r.data.tags["lrlab.optuna.study"] for r in children} == {"shared"}

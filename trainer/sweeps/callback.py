@@ -1,0 +1,108 @@
+"""The sweep's parent run, opened and closed by Hydra's multirun callbacks.
+
+`on_multirun_start` runs in the launching process before the first trial: it starts the
+parent run in the configured sinks and writes `sweep.json` into the sweep folder, where
+every trial (in this process or another) finds the parent. `on_multirun_end` writes the
+summary and closes the parent FINISHED. Hydra skips `on_multirun_end` when the sweep stops
+on an exception or Ctrl-C, so `python -m trainer` calls `close_open_sweep` on its way out
+(the parent ends KILLED or FAILED, with the summary of the trials done).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from trainer.sweeps import summary
+from trainer.sweeps.trial import SWEEP_FILE
+
+log = logging.getLogger(__name__)
+_open = None  # the sweep this process has open: (SweepCallback, TrackedRun, config)
+
+
+class SweepCallback(Callback):
+    """Starts the parent run of a sweep and closes it with the summary."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        global _open
+        from trainer.tracking.run import TrackedRun, command_line, source_tags
+        from trainer.tracking.sinks.base import RunInfo
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        task = list(config.hydra.overrides.task)
+        space = config.hydra.sweeper.get("params") or {}  # a search sweeper's space
+        swept = [*dict.fromkeys([*_swept_keys(task), *space])]
+        sweep_id = uuid.uuid4().hex[:12]
+        name = "sweep: " + " ".join(
+            [
+                *(o for o in task if o.split("=", 1)[0] in swept),
+                *(f"{k}={v}" for k, v in space.items()),
+            ]
+        )
+        tags = {
+            "lrlab.sweep.id": sweep_id,
+            "lrlab.sweep.dir": str(sweep_dir.resolve()),
+            "lrlab.sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+            "lrlab.sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
+            "lrlab.command": command_line(),
+            "mode": "sweep",
+            "mlflow.note.content": f"Sweep over {', '.join(swept) or 'nothing'}: {' '.join(task)}",
+            **source_tags(),
+        }
+        params = {f"sweep.{o.split('=', 1)[0].lstrip('+~')}": o.split("=", 1)[1] for o in task}
+        run = TrackedRun(
+            config.get("sink"),
+            config.tracking.strict,
+            RunInfo(name[:250], str(sweep_dir.resolve())),
+            params,
+            tags,
+        ).__enter__()
+        (sweep_dir / SWEEP_FILE).write_text(
+            json.dumps({"id": sweep_id, "parent": run.refs, "swept": swept}, indent=1)
+        )
+        _open = (self, run, config)
+        log.info("sweep %s: parent run %r, trials in %s", sweep_id, name, sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        close_open_sweep("FINISHED")
+
+
+def close_open_sweep(status):
+    """Write the summary of the trials done and close this process's open sweep as
+    `status`; returns a note for the console ("" when no sweep is open)."""
+    global _open
+    if _open is None:
+        return ""
+    _, run, config = _open
+    _open = None
+    sweep_dir = Path(config.hydra.sweep.dir)
+    note = ""
+    try:
+        found = summary.write(sweep_dir, run.writer, config.optimized_metric)
+        note = f"; the sweep's parent run ended {status} with {found.describe()}"
+    except Exception as err:  # the summary must not hide how the sweep ended
+        log.error("could not write the sweep's summary: %s", err)
+    if status == "FINISHED":
+        run.__exit__(None, None, None)
+    else:
+        run.failure = status
+        kind = KeyboardInterrupt if status == "KILLED" else RuntimeError
+        run.__exit__(kind, None, None)
+    return note
+
+
+def _swept_keys(task):
+    """The keys of the overrides that sweep (`a=1,2`, `range(...)`, `choice(...)`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception:  # Hydra reports a bad override itself
+        return []
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]

@@ -1,0 +1,212 @@
+"""A trial's side of a sweep: who it is (from `sweep.json`) and what it leaves (`trial.json`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+TRIAL_FILE = "trial.json"
+
+
+@dataclass
+class Trial:
+    """One job of a sweep, as its run records it.
+
+    `overrides` are the job's own (`hydra.overrides.task`), `swept` those of them that vary
+    across the sweep, which name the trial: `cnn-mnist-clr #2 max_lr=0.003 step_size=4ep`.
+    """
+
+    sweep_id: str
+    number: int
+    dir: str
+    parent: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)
+    swept: list = field(default_factory=list)
+    optuna: dict | None = None  # the Optuna study this trial reports to (an Optuna sweep)
+
+    def run_name(self, base):
+        """`base #number` and the swept values (a swept group's choice is in `base`)."""
+        return " ".join([f"{base} #{self.number}", *short(self.swept, groups=False)])
+
+    def callbacks(self):
+        """Keras callbacks the trial's training needs: Optuna's pruning, in an Optuna sweep."""
+        if not self.optuna:
+            return []
+        from trainer.sweeps.optuna_search import pruning_callback, trial_for_job
+
+        found = trial_for_job(self.optuna, self.sweep_id, self.number)
+        self.optuna_trial = found.number
+        return [pruning_callback(found, self.optuna["monitor"])]
+
+    def tags(self):
+        tags = {
+            "lrlab.sweep.id": self.sweep_id,
+            "lrlab.sweep.trial": str(self.number),
+            "lrlab.sweep.overrides": " ".join(self.overrides),
+        }
+        if getattr(self, "optuna_trial", None) is not None:
+            tags["lrlab.optuna.study"] = self.optuna["study"]
+            tags["lrlab.optuna.trial"] = str(self.optuna_trial)
+        return tags
+
+    def params(self):
+        """The trial's overrides as params (`override.schedule.max_lr`), group choices too."""
+        return {
+            f"override.{o.split('=', 1)[0].lstrip('+~')}": o.split("=", 1)[1]
+            for o in self.overrides
+            if "=" in o
+        }
+
+
+def short(overrides, groups=True):
+    """`schedule.max_lr=0.003` as `max_lr=0.003`; group choices (`schedule=clr`) as the
+    option alone, or left out with `groups=False`."""
+    out = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        value = _brief(value)
+        if "." in key:
+            out.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        elif groups:
+            out.append(value)
+    return out
+
+
+def _brief(value):
+    """A searched float as 4 significant digits (0.0012345678 -> 0.001235); else as is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if "." in value and len(value) > 7 else value
+
+
+def current():
+    """The running Hydra job's `Trial`, or None outside a sweep (or a sweep without a
+    `sweep.json`: one started by another app)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hc.sweep.dir) / SWEEP_FILE
+    if not path.exists():
+        log.warning(
+            "no %s in %s: this trial is not linked to a parent run", SWEEP_FILE, path.parent
+        )
+        return None
+    sweep = json.loads(path.read_text())
+    overrides = list(hc.overrides.task)
+    keys = set(sweep["swept"])
+    return Trial(
+        sweep_id=sweep["id"],
+        number=int(hc.job.num),
+        dir=str(Path(hc.runtime.output_dir)),
+        parent=sweep.get("parent") or {},
+        overrides=overrides,
+        swept=[o for o in overrides if o.split("=", 1)[0] in keys],
+        optuna=sweep.get("optuna"),
+    )
+
+
+def write_result(
+    trial, run_name, status, metrics=None, error=None, wall_s=None, refs=None, models=None
+):
+    """`trial.json` in the trial's folder: what the sweep's summary reads."""
+    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    record = {
+        **asdict(trial),
+        "run_name": run_name,
+        "status": status,
+        "error": error,
+        "wall_s": wall_s,
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+        "refs": refs or {},
+        "models": models,  # trainer.models as the run applied it
+        "optuna_trial": getattr(trial, "optuna_trial", None),
+    }
+    path = Path(trial.dir) / TRIAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def run(cfg, choices, trial):
+    """Run one trial; a failure is recorded (a FAILED run, `trial.json`) and the sweep goes
+    on: the sweeper gets NaN. Only Ctrl-C stops the sweep."""
+    import trainer
+    from trainer.tracking import metadata
+
+    names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
+    name = trial.run_name(f"{names['model']}-{names['dataset']}-{names['schedule']}")
+    started = time.perf_counter()
+    try:
+        results = trainer.run(cfg, choices, extra_callbacks=trial.callbacks(), trial=trial)
+    except KeyboardInterrupt:
+        write_result(trial, name, "KILLED", wall_s=time.perf_counter() - started)
+        raise
+    except Exception as err:
+        if getattr(err, "lrlab_tags", {}).get("lrlab.pruned"):  # Optuna pruned it
+            write_result(
+                trial,
+                name,
+                "PRUNED",
+                error=f"pruned after epoch {err.lrlab_tags['lrlab.pruned_at_epoch']}",
+                wall_s=time.perf_counter() - started,
+                refs=getattr(err, "lrlab_refs", {}),
+            )
+            return math.nan
+        log.error("trial #%d failed: %s", trial.number, err)
+        refs = getattr(err, "lrlab_refs", None)
+        if refs is None:  # it failed before its run started: record one, FAILED
+            refs = _record_failure(cfg, trial, name, err)
+        write_result(
+            trial,
+            name,
+            "FAILED",
+            error=f"{type(err).__name__}: {err}",
+            wall_s=time.perf_counter() - started,
+            refs=refs,
+        )
+        return math.nan
+    write_result(
+        trial,
+        results["run_name"],
+        "FINISHED",
+        metrics=results,
+        wall_s=time.perf_counter() - started,
+        refs=results["refs"],
+        models=results.get("models"),
+    )
+    return results.get(cfg.optimized_metric)
+
+
+def _record_failure(cfg, trial, name, err):
+    """A FAILED run for a trial that failed before its own run started (an invalid value)."""
+    from trainer.tracking.run import TrackedRun
+    from trainer.tracking.sinks.base import RunInfo
+
+    tags = {
+        **trial.tags(),
+        "mode": cfg.get("mode", "train"),
+        "lrlab.failure": f"{type(err).__name__}: {err}"[:5000],
+        "mlflow.note.content": f"Trial #{trial.number} failed before training: {err}",
+    }
+    info = RunInfo(name, trial.dir, parent=trial.parent)
+    try:
+        with TrackedRun(cfg.get("sink"), False, info, trial.params(), tags) as run:
+            run.failure = str(err)
+        return run.refs
+    except Exception as record_err:  # the sinks themselves failed: the log says why
+        log.error("trial #%d: could not record the failure: %s", trial.number, record_err)
+        return {}
