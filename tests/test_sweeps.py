@@ -257,3 +257,36 @@ def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url
         assert len(children) == 2
         assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
         assert {r.data.tags["lrlab.optuna.study"] for r in children} == {"shared"}
+
+
+def test_parallel_trials_run_in_fresh_processes_and_lose_no_point(workdir):
+    out = run_trainer(
+        *sweep_args(
+            workdir,
+            "hydra/launcher=local_parallel",
+            "schedule=clr",
+            "schedule.max_lr=1e-3,3e-3",
+            "tracking.flush_every_steps=2",  # many small writes: both trials on one SQLite
+            epochs=3,
+        ),
+        cwd=workdir,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "FINISHED" and len(trials) == 2
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in ("train/lr", "train/loss", "train/mean_iou"):
+            assert [s for s, _ in mlflow_history(client, run, key)] == list(range(24)), key
+    # They ran at the same time, each in its own process with one TensorFlow thread.
+    first, second = trials
+    assert second.info.start_time < first.info.end_time
+    logs = [(workdir / "sweep" / f"{n}_mlp-mnist-clr" / "__main__.log").read_text() for n in (0, 1)]
+    assert all("TensorFlow: 1 thread(s) per op" in log for log in logs)
+    pids = {
+        json.loads((workdir / "sweep" / f"{n}_mlp-mnist-clr" / "trial.json").read_text())["pid"]
+        for n in (0, 1)
+    }
+    assert len(pids) == 2  # (the basic launcher runs every trial in one process)

@@ -29,6 +29,7 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
     train_samples = instantiate(cfg.dataset).check()
     build_sinks(cfg.get("sink"))  # each sink checks its settings (an MLflow server answers)
     import_tensorflow()
+    _limit_threads(cfg.trainer.get("threads"))
     from trainer import lr_find
     from trainer.train import check_objects, train
 
@@ -39,3 +40,28 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
     if auto:
         return lr_find.train_at_suggestion(cfg, choices, extra_callbacks, auto, trial=trial)
     return train(cfg, choices, extra_callbacks, trial=trial)
+
+
+def _limit_threads(threads):
+    """TensorFlow's thread pools for this run: `trainer.threads`, else the launcher's
+    `cpus_per_task` (a parallel sweep), else TensorFlow's own default (all cores).
+
+    Ops run one at a time (inter-op 1) on `threads` threads each, so N trials of one thread
+    each keep N cores busy without oversubscribing them. Set before the first op runs.
+    """
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if threads is None and HydraConfig.initialized():
+        threads = HydraConfig.get().launcher.get("cpus_per_task")
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        logging.getLogger(__name__).info("TensorFlow: %d thread(s) per op", int(threads))
+    except RuntimeError as err:  # already running ops (a second run in this process)
+        logging.getLogger(__name__).warning("could not limit TensorFlow's threads: %s", err)

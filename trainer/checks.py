@@ -63,6 +63,13 @@ def check_config(cfg: DictConfig) -> None:
         patience,
     )
     need(_whole(t.seed), "trainer.seed", "a whole number", t.seed)
+    threads = t.get("threads")
+    need(
+        threads is None or (_whole(threads) and threads >= 1),
+        "trainer.threads",
+        "null or a whole number >= 1",
+        threads,
+    )
     need(
         t.jit_compile in JIT_COMPILE,
         "trainer.jit_compile",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,6 +135,7 @@ def write_result(
         "refs": refs or {},
         "models": models,  # trainer.models as the run applied it
         "optuna_trial": getattr(trial, "optuna_trial", None),
+        "pid": os.getpid(),  # the process that ran it (a fresh one per trial, or not)
     }
     path = Path(trial.dir) / TRIAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,7 @@ class MlflowSink(Sink):
     def start(self, run: RunInfo) -> Started:
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = _Patient(MlflowClient(tracking_uri=self.uri))
         experiment_id = self._experiment_id()
         tags = {}
         if run.parent and "mlflow" in run.parent:
@@ -203,6 +203,38 @@ class MlflowSink(Sink):
     def close(self, status):
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
+
+
+class _Patient:
+    """An MlflowClient whose calls wait while another process holds a SQLite store's lock.
+
+    Parallel trials share one SQLite file; SQLite lets one writer in at a time, and MLflow
+    gives up on a lock after SQLite's 5 s. A locked call wrote nothing (its transaction
+    rolled back), so calling it again is safe: backing off from 50 ms to 2 s, for up to
+    `patience` seconds, after which the error stands (and the sink is switched off).
+    """
+
+    def __init__(self, client, patience=300.0):
+        self.client, self.patience = client, patience
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            delay, waited = 0.05, 0.0
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except Exception as err:
+                    if "database is locked" not in str(err) or waited >= self.patience:
+                        raise
+                    time.sleep(delay)
+                    waited += delay
+                    delay = min(2 * delay, 2.0)
+
+        return call
 
 
 def _dataset_entity(described):
