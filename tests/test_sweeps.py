@@ -3,6 +3,7 @@ the end; failures recorded and the sweep goes on; Ctrl-C ends the parent KILLED.
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import time
@@ -290,3 +291,62 @@ def test_parallel_trials_run_in_fresh_processes_and_lose_no_point(workdir):
         for n in (0, 1)
     }
     assert len(pids) == 2  # (the basic launcher runs every trial in one process)
+
+
+@pytest.fixture
+def ray_head(workdir, datasets):
+    """A local Ray cluster (head only, 2 CPUs) started as a user would, stopped afterwards."""
+    import shutil
+    import socket
+    import sys
+    from pathlib import Path
+
+    ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LRLAB_DATA_DIR": str(datasets), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert start.returncode == 0, start.stdout + start.stderr
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_a_sweep_on_a_ray_cluster(workdir, ray_head):
+    out = run_trainer(
+        *sweep_args(
+            workdir,
+            "hydra/launcher=ray_cluster",
+            f"hydra.launcher.ray.init.address={ray_head}",
+            "schedule=clr",
+            "schedule.max_lr=1e-3,3e-3",
+        ),
+        cwd=workdir,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "FINISHED" and len(trials) == 2
+    assert parent.data.tags["lrlab.sweep.launcher"].endswith("RayLauncher")
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(16))
+    records = [json.loads(p.read_text()) for p in sorted((workdir / "sweep").glob("*/trial.json"))]
+    assert len({r["pid"] for r in records}) == 2  # a fresh Ray worker per trial
+    assert [r["status"] for r in read_trials_csv(workdir)] == ["FINISHED", "FINISHED"]

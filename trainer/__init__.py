@@ -54,7 +54,10 @@ def _limit_threads(threads):
     from hydra.core.hydra_config import HydraConfig
 
     if threads is None and HydraConfig.initialized():
-        threads = HydraConfig.get().launcher.get("cpus_per_task")
+        launcher = HydraConfig.get().launcher
+        threads = launcher.get("cpus_per_task")  # submitit's
+        if threads is None and "ray" in launcher:  # a Ray trial's reserved cores
+            threads = launcher.ray.get("remote", {}).get("num_cpus")
     if not threads:
         return
     import tensorflow as tf
