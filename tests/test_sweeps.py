@@ -144,6 +144,22 @@ def test_ctrl_c_ends_the_parent_killed_with_the_summary_of_the_trials_done(workd
     assert not (workdir / "sweep" / "2_mlp-mnist-constant").exists()
 
 
+@pytest.mark.parametrize(
+    "preset", ["clr_optuna", "one_cycle_optuna", "sgdr_optuna", "schedule_optuna"]
+)
+def test_the_search_presets_choose_on_validation_with_the_optuna_sweeper(preset):
+    from hydra import compose, initialize_config_dir
+
+    from tests.project import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"sweep={preset}"], return_hydra_config=True)
+    assert cfg.optimized_metric == "val/accuracy"
+    assert cfg.hydra.sweeper._target_.endswith("LrlabOptunaSweeper")
+    assert "optimizer.learning_rate" in cfg.hydra.sweeper.params
+    assert cfg.hydra.sweeper.sampler.seed == 42
+
+
 def optuna_study(name, storage):
     import optuna
 

@@ -126,6 +126,9 @@ def test_end_to_end(workdir, overrides, name):
         assert [s for s, _ in mlflow_history(client, run, f"epoch/{key}")] == [0, 1], key
     metrics = run.data.metrics
     assert metrics["test/accuracy"] == pytest.approx(results["test/accuracy"])
+    # For optimized_metric, the last epoch's validation metrics come back too.
+    last_val = mlflow_history(client, run, "epoch/val_accuracy")[-1][1]
+    assert results["val/accuracy"] == pytest.approx(last_val)
     assert all(f"test/iou_class_{k}" in metrics for k in range(10))
     assert "test/mean_iou" in scalars
 

@@ -172,7 +172,7 @@ def train(
         )
         val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
         try:
-            model.fit(
+            history = model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=t.epochs,
@@ -229,6 +229,9 @@ def train(
             }
         )
         final["trained_steps"] = recorder.recorded
+        # The last epoch's validation metrics, for optimized_metric (logged as epoch/val_*).
+        last = {k: v[-1] for k, v in history.history.items() if v}
+        final.update({f"val/{k[4:]}": float(v) for k, v in last.items() if k.startswith("val_")})
         log.info(
             "%s: %s",
             run_name,

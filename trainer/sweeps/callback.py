@@ -36,8 +36,12 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         task = list(config.hydra.overrides.task)
-        space = config.hydra.sweeper.get("params") or {}  # a search sweeper's space
-        swept = [*dict.fromkeys([*_swept_keys(task), *space])]
+        on_line = _swept_keys(task)
+        # A search sweeper's space, less what the command line sweeps instead.
+        space = {
+            k: v for k, v in (config.hydra.sweeper.get("params") or {}).items() if k not in on_line
+        }
+        swept = [*on_line, *space]
         sweep_id = uuid.uuid4().hex[:12]
         name = "sweep: " + " ".join(
             [

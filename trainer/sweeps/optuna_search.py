@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -44,9 +45,9 @@ JOB_ATTR = "lrlab.job"  # the Hydra job number of a trial, within its sweep
 SWEEP_ATTR = "lrlab.sweep.id"
 # optimized_metric -> the epoch metric the pruner watches (its validation twin).
 MONITOR = {
-    "test/accuracy": "val_accuracy",
-    "test/loss": "val_loss",
-    "test/mean_iou": "val_mean_iou",
+    f"{split}/{name}": f"val_{name}"
+    for split in ("test", "val")
+    for name in ("accuracy", "loss", "mean_iou")
 }
 
 
@@ -166,7 +167,7 @@ class OptunaSearch(Sweeper):
         sweep = _read_sweep(sweep_dir)
         name = self.study_name or f"lrlab-{sweep.get('id', sweep_dir.name)}"
         storage = self.storage or _journal(sweep_dir)
-        study = optuna.create_study(
+        study = _create_study(
             study_name=name,
             storage=storage,
             sampler=_built(self.sampler_cfg),
@@ -234,6 +235,25 @@ class OptunaSearch(Sweeper):
             trial_id = trial._trial_id
             study._storage.set_trial_user_attr(trial_id, "lrlab.error", str(error)[:1000])
             study.tell(trial, state=states.FAIL)
+
+
+def _create_study(attempts=6, **kwargs):
+    """`optuna.create_study`, again when another process was creating the same database's
+    tables at that moment (two machines starting one study at once collide on PostgreSQL's
+    catalog: "duplicate key value violates unique constraint pg_type_typname_nsp_index")."""
+    import optuna
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(**kwargs)
+        except Exception as err:
+            if type(err).__module__.split(".")[0] != "sqlalchemy" or attempt == attempts - 1:
+                raise
+            log.info(
+                "the study's storage was being created elsewhere (%s); again", type(err).__name__
+            )
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _built(node):

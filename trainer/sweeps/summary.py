@@ -152,7 +152,7 @@ def write_table(trials, path):
 def plot_curves(trials, path):
     """`train/lr` against the step and `epoch/val_accuracy` against the epoch, one line per
     trial, from the trials' CSV sink files; None when no trial has them."""
-    curves = []
+    curves, finished = [], []
     for t in trials:
         files = t["refs"].get("csv", {})
         steps, scalars = Path(files.get("path", "-")), Path(files.get("scalars", "-"))
@@ -160,6 +160,8 @@ def plot_curves(trials, path):
             continue
         label = " ".join([f"#{t['number']}", *short(t["swept"])])
         curves.append((label, _columns(steps, "step", "lr"), _epochs(scalars)))
+        if t["status"] == "FINISHED":
+            finished += curves[-1][2][1]
     if not curves:
         log.info("no trial has steps.csv (sink.csv off): no sweep_curves.png")
         return None
@@ -168,7 +170,7 @@ def plot_curves(trials, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4), dpi=110)
     for label, (steps, lrs), (epochs, accuracy) in curves:
         left.plot(steps, lrs, lw=1.2, label=label)
         right.plot(epochs, accuracy, marker="o", lw=1.2, label=label)
@@ -177,7 +179,10 @@ def plot_curves(trials, path):
     for ax in (left, right):
         ax.grid(alpha=0.3)
     right.xaxis.get_major_locator().set_params(integer=True)
-    right.legend(fontsize=7, loc="lower right")
+    if finished:  # zoom on the finished trials; a diverged one would flatten them
+        low, high = min(finished), max(finished)
+        right.set_ylim(low - 0.1 * (high - low + 0.01), high + 0.05 * (high - low + 0.01))
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
