@@ -309,6 +309,57 @@ def test_parallel_trials_run_in_fresh_processes_and_lose_no_point(workdir):
     assert len(pids) == 2  # (the basic launcher runs every trial in one process)
 
 
+def test_parallel_trials_against_an_mlflow_server_lose_no_point(workdir, mlflow_server):
+    args = [a for a in sweep_args(workdir, epochs=3) if not a.startswith("tracking.uri=")]
+    out = run_trainer(
+        *args,
+        "hydra/launcher=local_parallel",
+        "schedule=clr",
+        "schedule.max_lr=1e-3,3e-3",
+        "tracking.flush_every_steps=2",
+        cwd=workdir,
+        timeout=600,
+        MLFLOW_TRACKING_URI=mlflow_server,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = mlflow_runs(mlflow_server)
+    (parent,) = [r for r in runs if r.data.tags.get("mode") == "sweep"]
+    trials = [r for r in runs if r is not parent]
+    assert len(trials) == 2 and parent.info.status == "FINISHED"
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in ("train/lr", "train/loss", "train/mean_iou"):
+            assert [s for s, _ in mlflow_history(client, run, key)] == list(range(24)), key
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_failed_trials_are_failed_in_optuna_with_their_error(workdir):
+    storage = f"sqlite:///{workdir}/optuna.db"
+    out = run_trainer(
+        *sweep_args(
+            workdir,
+            "hydra/launcher=local_parallel",
+            "hydra/sweeper=lrlab_optuna",
+            "schedule=constant",
+            "optimizer.learning_rate=choice(-1, -2)",  # refused before training
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=failing",
+        ),
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna_study("failing", storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    for t in study.trials:
+        assert "optimizer.learning_rate must be a number > 0" in t.user_attrs["lrlab.error"]
+    _, parent, trials = parent_and_trials(workdir)
+    assert [r.info.status for r in trials] == ["FAILED", "FAILED"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/failed"] == 2
+
+
 @pytest.fixture
 def ray_head(workdir, datasets):
     """A local Ray cluster (head only, 2 CPUs) started as a user would, stopped afterwards."""

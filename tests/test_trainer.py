@@ -4,7 +4,6 @@ import csv
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -298,62 +297,19 @@ def test_config_composes(overrides, compose):
     assert cfg.model.num_classes == cfg.dataset.num_classes == 10
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_logs_to_an_mlflow_server_named_by_the_environment(workdir):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{workdir}/server.db",
-            "--artifacts-destination",
-            str(workdir / "server-artifacts"),
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def test_logs_to_an_mlflow_server_named_by_the_environment(workdir, mlflow_server):
+    out = run_trainer(
+        "model=mlp",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=15",
+        f"output_dir={workdir}/run",
+        MLFLOW_TRACKING_URI=mlflow_server,
     )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        out = run_trainer(
-            "model=mlp",
-            "trainer.epochs=1",
-            "trainer.limit_train_batches=15",
-            f"output_dir={workdir}/run",
-            MLFLOW_TRACKING_URI=uri,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        client, (run,) = mlflow_runs(uri)
-        assert run.info.status == "FINISHED"
-        assert [s for s, _ in mlflow_history(client, run, "train/loss")] == list(range(15))
-        assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, (run,) = mlflow_runs(mlflow_server)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in mlflow_history(client, run, "train/loss")] == list(range(15))
+    assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):
