@@ -222,7 +222,12 @@ def postgres_url():
 
     psycopg2 = pytest.importorskip("psycopg2")
     name = f"lrlab_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    except psycopg2.OperationalError as err:
+        if os.environ.get("CI"):  # CI has the server: its absence is a failure there
+            raise
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (database test): {err}")
     admin.autocommit = True
     admin.cursor().execute(f"CREATE DATABASE {name}")
     yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
