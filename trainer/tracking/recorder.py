@@ -1,7 +1,7 @@
 """The Keras callback that moves per-step rows from the device buffer to the writer.
 
-It reads the buffer every `flush_every` steps (from Keras' callback thread pool, so the
-training loop does not wait), at every epoch end, and once more on any exit (`drain`),
+It reads the buffer every `flush_every` steps, at every epoch end, and once more on any
+exit (`drain`): one device read per block, never one per step,
 and shows each block of rows to its watchers (the divergence stop policy, say) as it goes.
 That is its one job; epoch metrics, checkpoints and stop policies are other callbacks
 (`trainer.callbacks`).
@@ -26,7 +26,9 @@ class StepRecorder(keras.callbacks.Callback):
     and a chunk of steps in flight before a row could be overwritten.
     """
 
-    # Safe to run in Keras' callback thread pool: it only reads variables and takes a lock.
+    # Safe in Keras' callback thread pool, where a thread-safe backend would run it: it only
+    # reads variables and takes a lock. (Keras 3.15's TensorFlow backend is not marked
+    # thread-safe, so there the batch hooks run on the training thread.)
     async_safe = True
     WAIT_AFTER = 3  # drain intervals unread before the loop waits for the writer
 
@@ -50,9 +52,9 @@ class StepRecorder(keras.callbacks.Callback):
         self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_begin(self, batch, logs=None):
-        # Keras runs batch-end hooks in a thread pool and does not wait for them within an
-        # epoch. Should a drain fall behind (a slow sink), the training loop waits here,
-        # before the ring buffer could be overwritten.
+        # Where Keras runs batch-end hooks in its thread pool it does not wait for them
+        # within an epoch: should a drain fall behind, the loop waits here, before the ring
+        # buffer could be overwritten.
         started = self._epoch_first_step + batch
         if started - self.recorded > self._max_unread:
             self.drain(started)
