@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 
 from schedules.errors import ConfigError
 from trainer.choices import MINIMIZED
-from trainer.sweeps.trial import SWEEP_FILE, TRIAL_FILE
+from trainer.sweeps.trial import SWEEP_FILE, TRIAL_FILE, read_sweep
 
 log = logging.getLogger(__name__)
 JOB_ATTR = "lrlab.job"  # the Hydra job number of a trial, within its sweep
@@ -164,7 +164,7 @@ class OptunaSearch(Sweeper):
         fixed, space = search_space(self.params, arguments)
         metric = self.config.optimized_metric
         direction = self.direction or ("minimize" if metric in MINIMIZED else "maximize")
-        sweep = _read_sweep(sweep_dir)
+        sweep = read_sweep(sweep_dir)
         name = self.study_name or f"lrlab-{sweep.get('id', sweep_dir.name)}"
         storage = self.storage or _journal(sweep_dir)
         study = _create_study(
@@ -272,16 +272,8 @@ def _trial_record(result):
         return None
 
 
-def _read_sweep(sweep_dir):
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def _journal(sweep_dir):
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(Path(sweep_dir) / "optuna.journal")))
+    return open_storage(str(Path(sweep_dir) / "optuna.journal"))
 
 
 def _finite(value):

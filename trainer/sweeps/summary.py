@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.choices import MINIMIZED
-from trainer.sweeps.trial import SWEEP_FILE, TRIAL_FILE, short
+from trainer.sweeps.trial import TRIAL_FILE, read_sweep, short
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def write(sweep_dir, writer, metric):
     plot = plot_curves(found.trials, sweep_dir / "sweep_curves.png")
     if plot is not None:
         kept.append(plot)
-    optuna_info = _sweep_file(sweep_dir).get("optuna")
+    optuna_info = read_sweep(sweep_dir).get("optuna")
     if optuna_info:
         from trainer.sweeps.optuna_search import plots
 
@@ -201,11 +201,6 @@ def _epochs(path, name="epoch/val_accuracy"):
     with open(path) as f:
         rows = [r for r in csv.DictReader(f) if r["name"] == name]
     return [int(r["step"]) for r in rows], [float(r["value"]) for r in rows]
-
-
-def _sweep_file(sweep_dir):
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _finite(value):

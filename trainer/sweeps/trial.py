@@ -89,6 +89,12 @@ def _brief(value):
     return f"{number:.4g}" if "." in value and len(value) > 7 else value
 
 
+def read_sweep(sweep_dir):
+    """The sweep's `sweep.json` as a dict ({} where there is none)."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def current():
     """The running Hydra job's `Trial`, or None outside a sweep (or a sweep without a
     `sweep.json`: one started by another app)."""
