@@ -1,7 +1,6 @@
 """Fixtures shared by the tests: the real datasets, a working folder, the composed config."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
-from tests.project import DATASETS, compose_config
+from tests.project import DATASETS, compose_config, free_port
 
 
 @pytest.fixture
@@ -39,12 +38,39 @@ def compose():
 
 
 @pytest.fixture
+def postgres_database():
+    """`postgres_database()`: the SQLAlchemy URL of a fresh database on the local PostgreSQL
+    (127.0.0.1:5432, trust auth), each dropped afterwards. Skips where no server answers,
+    except under CI, which has one."""
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    except psycopg2.OperationalError as err:
+        if os.environ.get("CI"):  # CI has the server: its absence is a failure there
+            raise
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (database test): {err}")
+    admin.autocommit = True
+    made = []
+
+    def new():
+        name = f"lrlab_{uuid.uuid4().hex[:10]}"
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+    yield new
+    for name in made:
+        admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
 def mlflow_server(workdir):
     """A real `mlflow server` on a free local port (SQLite store, artifacts in workdir),
     its URI; stopped afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

@@ -5,6 +5,7 @@ as fixtures to tests.
 """
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,10 @@ def run_trainer(*args, cwd=ROOT, timeout=300, **env):
     return subprocess.run(
         argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
     )
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

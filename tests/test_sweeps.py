@@ -216,23 +216,9 @@ def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
 
 
 @pytest.fixture
-def postgres_url():
-    """A fresh database on the local PostgreSQL (trust auth), dropped afterwards."""
-    import uuid
-
-    psycopg2 = pytest.importorskip("psycopg2")
-    name = f"lrlab_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-    except psycopg2.OperationalError as err:
-        if os.environ.get("CI"):  # CI has the server: its absence is a failure there
-            raise
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (database test): {err}")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.close()
+def postgres_url(postgres_database):
+    """A fresh database on the local PostgreSQL, dropped afterwards."""
+    return postgres_database()
 
 
 def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url):
@@ -322,6 +308,7 @@ def test_parallel_trials_against_an_mlflow_server_lose_no_point(workdir, mlflow_
         "schedule=clr",
         "schedule.max_lr=1e-3,3e-3",
         "tracking.flush_every_steps=2",
+        "tracking.strict=true",  # a sink error fails the run (MLflow printing on stdout did)
         cwd=workdir,
         timeout=600,
         MLFLOW_TRACKING_URI=mlflow_server,

@@ -46,6 +46,22 @@ class Trial:
         self.optuna_trial = found.number
         return [pruning_callback(found, self.optuna["monitor"])]
 
+    def use_parent_store(self, cfg):
+        """Log into the MLflow store that holds the parent run: the URI the launching process
+        resolved. A trial on a Ray worker has that machine's environment and working folder,
+        where `MLFLOW_TRACKING_URI` may be unset (or `sqlite:///mlflow.db` another file), and a
+        child in another store than its parent would be lost to the sweep. Credentials still
+        come from the worker's own environment."""
+        from trainer.tracking.sinks.mlflow_sink import absolute
+
+        uri = (self.parent.get("mlflow") or {}).get("uri")
+        sink = cfg.get("sink") or {}
+        if not uri or "mlflow" not in sink or absolute(str(sink.mlflow.get("uri"))) == uri:
+            return
+        log.info("trial #%d logs to the sweep's MLflow store %s", self.number, uri)
+        cfg.tracking.uri = uri
+        cfg.sink.mlflow.uri = uri
+
     def tags(self):
         tags = {
             "lrlab.sweep.id": self.sweep_id,
@@ -155,6 +171,7 @@ def run(cfg, choices, trial):
     import trainer
     from trainer.tracking import metadata
 
+    trial.use_parent_store(cfg)
     names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
     name = trial.run_name(f"{names['model']}-{names['dataset']}-{names['schedule']}")
     started = time.perf_counter()

@@ -225,4 +225,10 @@ def _each(sinks, reply, method, *args):
 
 
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    # Replies go out on the original stdout; whatever a library prints lands on stderr instead
+    # of in the middle of a reply (MLflow prints "View run ... at: URL" with an emoji when it
+    # ends a run on a server, which broke the closing reply).
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    serve(sys.stdin.buffer, replies)

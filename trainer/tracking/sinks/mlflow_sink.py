@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
@@ -81,26 +83,73 @@ class MlflowSink(Sink):
                 )
 
     def _check_server(self):
+        """The server answers `/health`, and the experiment's lookup with the credentials
+        MLflow will use (`MLFLOW_TRACKING_USERNAME`/`_PASSWORD` or `_TOKEN`): a missing or
+        wrong password, or a host name the server refuses, fails here, not after loading."""
         import urllib.error
-        import urllib.request
 
-        uri = self.uri
+        uri = self.uri.rstrip("/")
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=self.health_timeout):
-                pass
+            self._get(f"{uri}/health")
         except urllib.error.HTTPError as err:
-            if err.code in (401, 403):  # a server that wants credentials is still there
-                return
-            raise ConfigError(
-                f"tracking.uri={uri}: the MLflow server answered {err.code} at /health",
-                fix=f"check the address, or {LOCAL_FIX}",
-            ) from err
+            if err.code not in (401, 403):  # a server that wants credentials is still there
+                raise ConfigError(
+                    f"tracking.uri={uri}: the MLflow server answered {err.code} at /health",
+                    fix=f"check the address, or {LOCAL_FIX}",
+                ) from err
         except (OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
             raise ConfigError(
                 f"tracking.uri={uri}: no MLflow server answers there ({reason})",
                 fix=f"start the server (mlflow server --port 5000), or {LOCAL_FIX}, {DROP_FIX}",
             ) from err
+        query = urlencode({"experiment_name": self.experiment})
+        try:
+            self._get(f"{uri}/api/2.0/mlflow/experiments/get-by-name?{query}", auth=True)
+        except urllib.error.HTTPError as err:
+            body = err.read(300).decode(errors="replace")
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            if err.code == 401:
+                raise ConfigError(
+                    f"tracking.uri={uri}: the MLflow server wants a user and password"
+                    + (f" and refused those of {user!r}" if user else ", and none is set"),
+                    fix="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your "
+                    "account on that server (docs/deploy.md)",
+                ) from err
+            if err.code == 403 and "Host header" in body:
+                raise ConfigError(
+                    f"tracking.uri={uri}: the MLflow server refuses the host name "
+                    f"{urlsplit(uri).netloc!r} (MLflow 3.5+ answers only the "
+                    "hosts in its --allowed-hosts)",
+                    fix="add it to the server's --allowed-hosts (MLFLOW_ALLOWED_HOSTS in "
+                    "docker/.env), or use a name it allows",
+                ) from err
+            if err.code == 403:
+                raise ConfigError(
+                    f"tracking.uri={uri}: the MLflow user {user!r} may not read experiment "
+                    f"{self.experiment!r}",
+                    fix="ask its owner or an admin for EDIT permission, or log to another "
+                    "experiment: tracking.experiment=NAME",
+                ) from err
+            # 404: the experiment does not exist yet, and is created at the start
+        except (OSError, ValueError):
+            pass  # it answered /health a moment ago: MLflow's own retries take it from here
+
+    def _get(self, url, auth=False):
+        import base64
+        import urllib.request
+
+        request = urllib.request.Request(url)
+        if auth and os.environ.get("MLFLOW_TRACKING_TOKEN"):
+            request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+        elif auth and os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            pair = (
+                f"{os.environ['MLFLOW_TRACKING_USERNAME']}:"
+                f"{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+            )
+            request.add_header("Authorization", f"Basic {base64.b64encode(pair.encode()).decode()}")
+        with urllib.request.urlopen(request, timeout=self.health_timeout):
+            pass
 
     # --- in the writer process --------------------------------------------------------------
     def start(self, run: RunInfo) -> Started:
@@ -127,7 +176,8 @@ class MlflowSink(Sink):
                 f"; open it: {self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/"
                 f"{self.run_id}/model-metrics?workflowType=machine_learning"
             )
-        return Started(ref={"run_id": self.run_id, "experiment_id": experiment_id}, where=where)
+        ref = {"run_id": self.run_id, "experiment_id": experiment_id, "uri": absolute(self.uri)}
+        return Started(ref=ref, where=where)
 
     def _experiment_id(self):
         try:
@@ -235,6 +285,16 @@ class _Patient:
                     delay = min(2 * delay, 2.0)
 
         return call
+
+
+def absolute(uri):
+    """`uri` with a relative SQLite or folder path made absolute: the same store from any
+    working folder (a sweep's trials on a Ray worker run in another)."""
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
 
 
 def _dataset_entity(described):
