@@ -354,7 +354,8 @@ def test_failed_trials_are_failed_in_optuna_with_their_error(workdir):
 
 @pytest.fixture
 def ray_head(workdir, datasets):
-    """A local Ray cluster (head only, 2 CPUs) started as a user would, stopped afterwards."""
+    """A local Ray cluster (head only, 2 CPUs) started as a user would, from a folder of its
+    own (its workers' working folder), stopped afterwards."""
     import shutil
     import socket
     import sys
@@ -365,6 +366,8 @@ def ray_head(workdir, datasets):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "LRLAB_DATA_DIR": str(datasets), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    (workdir / "node").mkdir()
     start = subprocess.run(
         [
             ray,
@@ -376,6 +379,7 @@ def ray_head(workdir, datasets):
             "--include-dashboard=false",
             "--disable-usage-stats",
         ],
+        cwd=workdir / "node",
         env=env,
         capture_output=True,
         text=True,
@@ -387,14 +391,15 @@ def ray_head(workdir, datasets):
 
 
 def test_a_sweep_on_a_ray_cluster(workdir, ray_head):
+    # No tracking.uri: the launching process logs to its default, ./mlflow.db, and the trials,
+    # which run in the Ray node's own folder, must log there too, beside their parent.
+    args = [a for a in sweep_args(workdir) if not a.startswith("tracking.uri=")]
     out = run_trainer(
-        *sweep_args(
-            workdir,
-            "hydra/launcher=ray_cluster",
-            f"hydra.launcher.ray.init.address={ray_head}",
-            "schedule=clr",
-            "schedule.max_lr=1e-3,3e-3",
-        ),
+        *args,
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={ray_head}",
+        "schedule=clr",
+        "schedule.max_lr=1e-3,3e-3",
         cwd=workdir,
         timeout=600,
     )
@@ -409,3 +414,4 @@ def test_a_sweep_on_a_ray_cluster(workdir, ray_head):
     records = [json.loads(p.read_text()) for p in sorted((workdir / "sweep").glob("*/trial.json"))]
     assert len({r["pid"] for r in records}) == 2  # a fresh Ray worker per trial
     assert [r["status"] for r in read_trials_csv(workdir)] == ["FINISHED", "FINISHED"]
+    assert not (workdir / "node" / "mlflow.db").exists()

@@ -47,16 +47,22 @@ class Trial:
         return [pruning_callback(found, self.optuna["monitor"])]
 
     def use_parent_store(self, cfg):
-        """Log into the MLflow store that holds the parent run: the URI the launching process
-        resolved. A trial on a Ray worker has that machine's environment and working folder,
-        where `MLFLOW_TRACKING_URI` may be unset (or `sqlite:///mlflow.db` another file), and a
-        child in another store than its parent would be lost to the sweep. Credentials still
-        come from the worker's own environment."""
-        from trainer.tracking.sinks.mlflow_sink import absolute
+        """Log into the parent run's MLflow store when this trial's own is a local file.
+
+        A trial on a Ray worker has that machine's environment and working folder: without
+        `MLFLOW_TRACKING_URI` there, it would log to a `sqlite:///mlflow.db` of its own, lost
+        to the sweep. A trial whose own URI names a server or database keeps it: the parent's
+        URI may be how the launching machine reaches the same server (`http://localhost:5000`),
+        not how this one does. Credentials always come from this machine's environment.
+        """
+        from trainer.tracking.sinks.mlflow_sink import absolute, is_local
 
         uri = (self.parent.get("mlflow") or {}).get("uri")
         sink = cfg.get("sink") or {}
-        if not uri or "mlflow" not in sink or absolute(str(sink.mlflow.get("uri"))) == uri:
+        if not uri or "mlflow" not in sink:
+            return
+        own = absolute(str(sink.mlflow.get("uri")))
+        if own == uri or not is_local(own):
             return
         log.info("trial #%d logs to the sweep's MLflow store %s", self.number, uri)
         cfg.tracking.uri = uri

@@ -160,6 +160,7 @@ class MlflowSink(Sink):
         tags = {}
         if run.parent and "mlflow" in run.parent:
             tags["mlflow.parentRunId"] = run.parent["mlflow"]["run_id"]
+            self._check_parent(run.parent["mlflow"])
         started = self.client.create_run(experiment_id, tags=tags, run_name=run.name)
         self.run_id = started.info.run_id
         for child in run.children:
@@ -178,6 +179,19 @@ class MlflowSink(Sink):
             )
         ref = {"run_id": self.run_id, "experiment_id": experiment_id, "uri": absolute(self.uri)}
         return Started(ref=ref, where=where)
+
+    def _check_parent(self, parent):
+        """Warn when the parent run is not in this store: the child would not show under it."""
+        try:
+            self.client.get_run(parent["run_id"])
+        except Exception:
+            log.warning(
+                "the sweep's parent run %s (in %s) is not in this store, %s: this run will not "
+                "show under it; give every machine the same MLFLOW_TRACKING_URI",
+                parent["run_id"],
+                parent.get("uri", "another store"),
+                self.uri,
+            )
 
     def _experiment_id(self):
         try:
@@ -285,6 +299,11 @@ class _Patient:
                     delay = min(2 * delay, 2.0)
 
         return call
+
+
+def is_local(uri):
+    """Whether `uri` is a store on this machine's disk (a SQLite file or a folder)."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 def absolute(uri):
