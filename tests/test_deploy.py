@@ -118,6 +118,25 @@ def test_the_compose_files_are_valid_and_refuse_to_start_without_secrets(stack, 
     assert out.returncode == 0, out.stderr
 
 
+def test_the_compose_check_is_the_compose_specification(tmp_path, filled_env):
+    # `docker compose config` validates against the Compose Specification's schema: a
+    # misspelt key or a bad value in a copy of the file is refused, naming it.
+    path, _ = filled_env
+    text = (DOCKER / "compose.yaml").read_text()
+    for broken, named in [
+        (text.replace("    healthcheck:", "    helthcheck:", 1), "'helthcheck' not allowed"),
+        (text.replace("count: all", "count: many"), 'count\' invalid value "many"'),
+    ]:
+        (tmp_path / "compose.yaml").write_text(broken)
+        argv = [compose_binary(), "-f", str(tmp_path / "compose.yaml"), "--env-file", str(path)]
+        out = subprocess.run(
+            [*argv, "config", "--quiet"],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode != 0 and named in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_compose_files_keep_their_promises(stack, filled_env):
     path, values = filled_env
@@ -433,8 +452,7 @@ def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_serv
         "trainer.limit_train_batches=8",
         "schedule=clr",
         "schedule.max_lr=1e-3,3e-3",
-        "tracking.strict=true",
-        f"hydra.sweep.dir={workdir}/sweep",
+        "tracking.strict=true",  # (the default sweep folder: under the launching folder)
         cwd=workdir,
         timeout=600,
         MLFLOW_TRACKING_URI=team_server["uri"],
@@ -455,8 +473,9 @@ def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_serv
     for run_id, status, _, parent_id in trials:
         assert status == "FINISHED" and parent_id == parent[0]
         assert step_counts(database, run_id)["train/lr"] == (16, 16, 0, 15)
-    records = [json.loads(p.read_text()) for p in sorted((workdir / "sweep").glob("*/trial.json"))]
+    (sweep,) = (workdir / "outputs").glob("*/*_sweep")
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/trial.json"))]
     assert [r["status"] for r in records] == ["FINISHED", "FINISHED"]
     assert len({r["pid"] for r in records}) == 2  # a fresh Ray worker process per trial
     # The worker node (the only one with CPUs) ran them, with no store of its own.
-    assert not list(workdir.glob("*/mlflow.db"))
+    assert not list(workdir.glob("*/mlflow.db")) and not (workdir / "worker" / "outputs").exists()
