@@ -26,6 +26,9 @@ def workdir(tmp_path, monkeypatch, datasets):
     """A fresh working folder, made current (MLflow's default store lands there), with the
     real data found through LRLAB_DATA_DIR and the folder importable (a user's own sink)."""
     monkeypatch.setenv("LRLAB_DATA_DIR", str(datasets))
+    # mlflow.set_tracking_uri (in an earlier test's read-back) also sets this variable, which
+    # the trainers a test starts would inherit: each test starts without it.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
