@@ -18,6 +18,7 @@ from tests.tracking_stores import (
     tensorboard_scalars,
     tensorboard_text,
 )
+from trainer.train import TrainingDiverged
 
 STEP_KEYS = ("train/lr", "train/loss", "train/mean_iou")
 
@@ -211,11 +212,12 @@ def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
         batches=40,
         epochs=3,
     )
-    with pytest.raises(trainer.train.TrainingDiverged, match="non-finite at step"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step \d+ \(learning rate 1e\+09\)"):
         trainer.run(cfg)
     client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     assert run.info.status == "FAILED"
     nan_step = int(run.data.tags["lrlab.failed_at_step"])
+    assert float(run.data.tags["lrlab.failed_at_lr"]) == 1e9
     losses = mlflow_history(client, run, "train/loss")
     assert np.all(np.isfinite([v for _, v in losses[:nan_step]]))
     assert not np.isfinite(losses[nan_step][1])
@@ -227,7 +229,7 @@ def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
 def test_an_exploding_loss_stops_as_diverged_and_saves_no_checkpoint(workdir):
     # Adam at 10: the loss grows far above its start without reaching NaN.
     cfg = small(workdir, "model=mlp", "schedule=constant", "optimizer.learning_rate=10", batches=30)
-    with pytest.raises(trainer.train.TrainingDiverged, match="the loss exploded"):
+    with pytest.raises(TrainingDiverged, match="the loss exploded"):
         trainer.run(cfg)
     client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     assert run.info.status == "FAILED" and "exploded" in run.data.tags["lrlab.failure"]

@@ -74,6 +74,7 @@ class StopOnDivergence(keras.callbacks.Callback):
         self.factor = factor
         self.first_loss = None
         self.step = None  # the first step whose loss was non-finite or exploded
+        self.rate = None  # the learning rate that step trained at
         self.reason = None  # what happened there, in words
 
     def observe(self, columns):
@@ -94,8 +95,14 @@ class StopOnDivergence(keras.callbacks.Callback):
                 )
         if bad.any():
             at = int(bad.argmax())
-            self.step, self.reason = int(steps[at]), reason
-            log.error("%s: %s at step %d; stopping training", reason, losses[at], self.step)
+            self.step, self.rate, self.reason = int(steps[at]), float(columns["lr"][at]), reason
+            log.error(
+                "%s: %s at step %d (learning rate %.4g); stopping training",
+                reason,
+                losses[at],
+                self.step,
+                self.rate,
+            )
             self.model.stop_training = True
 
 

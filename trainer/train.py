@@ -189,19 +189,20 @@ def train(
             raise KeyboardInterrupt
 
         if divergence.step is not None:
-            run.failure = f"{divergence.reason} at step {divergence.step}"
+            where = f"at step {divergence.step} (learning rate {divergence.rate:.4g})"
+            run.failure = f"{divergence.reason} {where}"
             run.writer.tags(
                 {
                     "lrlab.failed_at_step": str(divergence.step),
+                    "lrlab.failed_at_lr": f"{divergence.rate:.6g}",
                     "lrlab.failure": divergence.reason,
-                    "mlflow.note.content": f"Diverged: {divergence.reason} at step "
-                    f"{divergence.step}. {metadata.describe(cfg, names)}",
+                    "mlflow.note.content": f"Diverged: {divergence.reason} {where}. "
+                    f"{metadata.describe(cfg, names)}",
                 }
             )
             raise TrainingDiverged(
-                f"{run_name}: {divergence.reason} at step {divergence.step}; "
-                "the run is marked FAILED (lower the learning rate, or raise "
-                "trainer.divergence_factor)."
+                f"{run_name}: {divergence.reason} {where}; the run is marked FAILED (lower "
+                "the learning rate, or raise trainer.divergence_factor)."
             )
 
         results = model.evaluate(
