@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from schedules.errors import ConfigError
+from trainer.tracking.repair import process_tags
 from trainer.tracking.sinks.base import Sink
 from trainer.tracking.writer import WriterProcess
 
@@ -110,7 +111,8 @@ class TrackedRun:
             if s.where:
                 log.info("%s", s.where)
         self.writer.params(self.params)
-        self.writer.tags(self.tags)
+        # Which process runs it, so that `python -m trainer.tracking repair` can tell.
+        self.writer.tags({**self.tags, **process_tags()})
         return self
 
     @property

@@ -23,6 +23,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 
 from schedules.errors import ConfigError
 
@@ -145,38 +146,61 @@ class WriterProcess:
         self.errors.append(message)
 
 
+# How often a started run says it is alive (`lrlab.heartbeat`); the tests shorten it.
+HEARTBEAT_S = float(os.environ.get("LRLAB_HEARTBEAT_S", "60"))
+
+
 def serve(requests, replies):
-    """The child process: receive the sinks, start them, then apply requests until "close"."""
+    """The child process: receive the sinks, start them, then apply requests until "close".
+
+    Once the sinks have started, a thread calls their `heartbeat()` every `HEARTBEAT_S`
+    seconds, whatever training is doing, so that `python -m trainer.tracking repair` can
+    tell a run that stopped without closing (its processes killed) from a slow one.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _yield_cpu()
+    busy = threading.Lock()  # one call into the sinks (and one reply) at a time
 
     def reply(*message):
         pickle.dump(message, replies)
         replies.flush()
 
     sinks = {}
+    stop = threading.Event()
     while True:
         try:
             kind, args = pickle.load(requests)
         except EOFError:  # the parent is gone: write what we have
             kind, args = "close", ("KILLED",)
-        if kind == "sinks":
-            sinks = args[0]
-        elif kind == "start":
-            started = _start(sinks, args[0], reply)
-            if started is None:
+        with busy:
+            if kind == "sinks":
+                sinks = args[0]
+            elif kind == "start":
+                started = _start(sinks, args[0], reply)
+                if started is None:
+                    return
+                reply("started", started)
+                threading.Thread(
+                    target=_heartbeat, args=(sinks, reply, busy, stop), daemon=True
+                ).start()
+            elif kind in ("flush", "close"):
+                _each(sinks, reply, "flush")
+                if kind == "flush":
+                    reply("flushed", None)
+                    continue
+                stop.set()
+                _each(sinks, reply, "close", *args)
+                reply("closed", None)
                 return
-            reply("started", started)
-        elif kind in ("flush", "close"):
-            _each(sinks, reply, "flush")
-            if kind == "flush":
-                reply("flushed", None)
-                continue
-            _each(sinks, reply, "close", *args)
-            reply("closed", None)
-            return
-        else:
-            _each(sinks, reply, kind, *args)
+            else:
+                _each(sinks, reply, kind, *args)
+
+
+def _heartbeat(sinks, reply, busy, stop):
+    while not stop.wait(HEARTBEAT_S):
+        with busy:
+            if not stop.is_set():
+                _each(sinks, reply, "heartbeat")
 
 
 def _start(sinks, run, reply):

@@ -11,6 +11,8 @@ writer process (`trainer.tracking.writer`), which calls, in this order:
     scalars(values, step)   named values at one step (epoch metrics, final results)
     artifacts(paths, folder) files of the run folder worth keeping (models, plots, CSVs)
     flush()                 make everything so far durable
+    heartbeat()             every minute while the run is open (from a thread, never at
+                            the same time as another call): say the run is alive
     close(status)           "FINISHED", "FAILED" or "KILLED"; release everything
 
 Every method but `start` has a do-nothing default, so a sink implements what it stores.
@@ -93,6 +95,10 @@ class Sink:
 
     def flush(self):
         pass
+
+    def heartbeat(self):
+        """Called every minute while the run is open: say it is alive (the MLflow sink sets
+        `lrlab.heartbeat`, which `python -m trainer.tracking repair` reads)."""
 
     def close(self, status):
         pass

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -27,6 +28,8 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
 LOCAL_FIX = "unset MLFLOW_TRACKING_URI (or set tracking.uri=sqlite:///mlflow.db) to log locally"
 DROP_FIX = "or leave MLflow out: sink=[tensorboard,csv]"
+# Set at the start and every minute after while the run is open (trainer.tracking.repair).
+HEARTBEAT_TAG = "lrlab.heartbeat"
 
 
 class MlflowSink(Sink):
@@ -157,7 +160,7 @@ class MlflowSink(Sink):
 
         self.client = _Patient(MlflowClient(tracking_uri=self.uri))
         experiment_id = self._experiment_id()
-        tags = {}
+        tags = {HEARTBEAT_TAG: utc_now()}
         if run.parent and "mlflow" in run.parent:
             tags["mlflow.parentRunId"] = run.parent["mlflow"]["run_id"]
             self._check_parent(run.parent["mlflow"])
@@ -264,9 +267,18 @@ class MlflowSink(Sink):
         for path in paths:
             self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 
+    def heartbeat(self):
+        if self.run_id is not None:
+            self.client.set_tag(self.run_id, HEARTBEAT_TAG, utc_now())
+
     def close(self, status):
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
+
+
+def utc_now():
+    """The time as `lrlab.heartbeat` holds it: ISO 8601, UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _Patient:
