@@ -95,6 +95,9 @@ def compose(*args, files=("compose.yaml",), env_file_path):
 # --- the files --------------------------------------------------------------------------------
 
 
+LOAD = [sys.executable, "-m", "trainer.tracking", "load"]
+
+
 def test_the_dockerfiles_pass_hadolint():
     out = subprocess.run([tool("hadolint"), *map(str, DOCKERFILES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -281,6 +284,7 @@ def team_server(workdir, postgres_database):
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
         "MLFLOW_AUTH_DEFAULT_PERMISSION": example["MLFLOW_AUTH_DEFAULT_PERMISSION"],
+        "MLFLOW_AUTH_CACHE_TTL_SECONDS": example["MLFLOW_AUTH_CACHE_TTL_SECONDS"],
         "MLFLOW_ALLOWED_HOSTS": example["MLFLOW_ALLOWED_HOSTS"],
         "MLFLOW_ARTIFACTS_DESTINATION": str(workdir / "mlartifacts"),
         "MLFLOW_HOST": "127.0.0.1",
@@ -479,3 +483,37 @@ def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_serv
     assert len({r["pid"] for r in records}) == 2  # a fresh Ray worker process per trial
     # The worker node (the only one with CPUs) ran them, with no store of its own.
     assert not list(workdir.glob("*/mlflow.db")) and not (workdir / "worker" / "outputs").exists()
+
+
+@pytest.mark.slow  # about a minute: CI runs it with -m slow
+def test_eight_runs_at_once_on_the_team_server_keep_every_point(workdir, team_server):
+    # Eight runs' writers, 1000 steps each, into the server on PostgreSQL, counted in
+    # PostgreSQL itself.
+    out = subprocess.run(
+        [
+            *LOAD,
+            "--uri",
+            team_server["uri"],
+            "--runs",
+            "8",
+            "--steps",
+            "1000",
+            "--flush-every",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **team_server["as_user"]},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "24000 points stored in" in out.stdout and "every point present" in out.stdout
+    counts = query(
+        team_server["database"],
+        "SELECT run_uuid, key, count(*), count(DISTINCT step), min(step), max(step) "
+        "FROM metrics GROUP BY run_uuid, key",
+    )
+    assert len(counts) == 24
+    assert {tuple(c[2:]) for c in counts} == {(1000, 1000, 0, 999)}
+    finished = query(team_server["database"], "SELECT count(*) FROM runs WHERE status = 'FINISHED'")
+    assert finished == [(8,)]

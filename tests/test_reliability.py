@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.project import trainer_command
 from tests.tracking_stores import mlflow_history, mlflow_runs
 
@@ -61,6 +63,9 @@ def repair(uri, *args):
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+LOAD = [sys.executable, "-m", "trainer.tracking", "load"]
 
 
 def test_repair_closes_the_runs_of_killed_processes_and_leaves_live_ones(workdir):
@@ -152,3 +157,28 @@ def test_a_killed_trainer_leaves_its_writer_to_close_the_run_killed(workdir):
         if trainer.poll() is None:
             os.killpg(trainer.pid, signal.SIGKILL)
             trainer.wait(timeout=30)
+
+
+@pytest.mark.slow  # about a minute: CI runs it with -m slow
+def test_four_runs_at_once_on_one_sqlite_file_keep_every_point(workdir):
+    # Four runs' writers hand over 100 steps at a time into one SQLite file, which admits one
+    # writer at a time; a locked write is retried. Counted straight from the file.
+    import sqlite3
+
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    out = subprocess.run(
+        [*LOAD, "--uri", uri, "--runs", "4", "--steps", "1000", "--flush-every", "100"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "12000 points stored in" in out.stdout and "every point present" in out.stdout
+    with sqlite3.connect(workdir / "mlflow.db") as db:
+        counts = db.execute(
+            "SELECT run_uuid, key, count(*), count(DISTINCT step), min(step), max(step) "
+            "FROM metrics GROUP BY run_uuid, key"
+        ).fetchall()
+        finished = db.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'").fetchone()
+    assert len(counts) == 12 and finished == (4,)
+    assert {tuple(c[2:]) for c in counts} == {(1000, 1000, 0, 999)}

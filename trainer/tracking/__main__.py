@@ -1,10 +1,13 @@
-"""`python -m trainer.tracking repair`: close the runs that killed processes left RUNNING.
+"""`python -m trainer.tracking repair|load`: tools for the tracking store.
 
     python -m trainer.tracking repair                      # MLFLOW_TRACKING_URI, else ./mlflow.db
     python -m trainer.tracking repair --uri http://localhost:5000 --stale 30m --dry-run
+    python -m trainer.tracking load --runs 8 --steps 5000  # what the store sustains
 
-Prints one line per RUNNING run (repaired, or left and why); `trainer/tracking/repair.py`
-says how a run is judged abandoned.
+`repair` closes the runs that killed processes left RUNNING, one line per RUNNING run
+(`trainer/tracking/repair.py` says how a run is judged abandoned); `load` logs made-up steps
+from several runs at once through lrlab's writer, reads them back, and reports points per
+second (`trainer/tracking/load.py`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,25 @@ def main(argv=None):
         "(default 10m; heartbeats come every minute)",
     )
     fix.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    load = commands.add_parser(
+        "load",
+        help="log made-up steps from several runs at once; report points per second",
+        description="Log STEPS made-up steps from RUNS runs at once through lrlab's writer "
+        "processes into the store, read every run back, and report the points per second "
+        "stored. Exit status 1 when a point is missing or repeated.",
+    )
+    load.add_argument("--uri", default=fix.get_default("uri"), help="the MLflow store")
+    load.add_argument("--runs", type=int, default=8, help="runs at once (default 8)")
+    load.add_argument("--steps", type=int, default=5000, help="steps per run (default 5000)")
+    load.add_argument(
+        "--flush-every", type=int, default=200, help="steps per hand-over (default 200)"
+    )
+    load.add_argument(
+        "--experiment", default="lrlab-load", help="where the runs go (default lrlab-load)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "load":
+        return _load(args)
 
     with input_errors_reported(APP):
         verdicts = repair(
@@ -57,6 +78,23 @@ def main(argv=None):
         sys.stdout.write(f"{v.name} ({v.run_id}): {what}: {v.why}\n")
     repaired = sum(v.abandoned for v in verdicts)
     sys.stdout.write(f"{len(verdicts)} RUNNING run(s) in {args.uri}; {repaired} {done} as KILLED\n")
+
+
+def _load(args):
+    from trainer.tracking.load import drive, missing
+
+    with input_errors_reported(APP):
+        done = drive(args.uri, args.runs, args.steps, args.flush_every, args.experiment)
+    wrong = missing(done)
+    sys.stdout.write(
+        f"{args.runs} runs x {args.steps} steps x 3 metrics = {done.points} points stored in "
+        f"{done.seconds:.1f} s: {done.points_per_s:.0f} points/s into {args.uri}\n"
+    )
+    for (run_id, key), what in sorted(wrong.items()):
+        sys.stdout.write(f"run {run_id} {key}: {what} (want {args.steps}, each once)\n")
+    sys.stdout.write("every point present, each once\n" if not wrong else "points lost\n")
+    if wrong:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
