@@ -115,8 +115,20 @@ def test_repair_closes_the_runs_of_killed_processes_and_leaves_live_ones(workdir
                 process.wait(timeout=30)
 
 
-def test_repair_names_a_missing_experiment_and_a_bad_length(workdir):
+def test_repair_names_a_missing_store_a_missing_experiment_and_a_bad_length(workdir):
     uri = f"sqlite:///{workdir}/mlflow.db"
+    # No store there: said, and none is made (MLflow would create an empty one).
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.tracking", "repair", "--uri", uri],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert f"no MLflow store at {uri}: {workdir}/mlflow.db does not exist" in out.stderr
+    assert not (workdir / "mlflow.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).create_experiment("other")
     out = subprocess.run(
         [sys.executable, "-m", "trainer.tracking", "repair", "--uri", uri, "--stale", "soon"],
         capture_output=True,
@@ -157,6 +169,13 @@ def test_a_killed_trainer_leaves_its_writer_to_close_the_run_killed(workdir):
         if trainer.poll() is None:
             os.killpg(trainer.pid, signal.SIGKILL)
             trainer.wait(timeout=30)
+
+
+def test_load_refuses_a_count_below_one(workdir):
+    for option, value in [("--runs", "0"), ("--steps", "-5"), ("--flush-every", "many")]:
+        out = subprocess.run([*LOAD, option, value], capture_output=True, text=True)
+        assert out.returncode == 2
+        assert f"argument {option}: '{value}' is not a whole number >= 1" in out.stderr
 
 
 @pytest.mark.slow  # about a minute: CI runs it with -m slow

@@ -22,6 +22,17 @@ from trainer.tracking.repair import parse_span, repair
 APP = "python -m trainer.tracking"
 
 
+def positive(text):
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog=APP, description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,10 +67,10 @@ def main(argv=None):
         "stored. Exit status 1 when a point is missing or repeated.",
     )
     load.add_argument("--uri", default=fix.get_default("uri"), help="the MLflow store")
-    load.add_argument("--runs", type=int, default=8, help="runs at once (default 8)")
-    load.add_argument("--steps", type=int, default=5000, help="steps per run (default 5000)")
+    load.add_argument("--runs", type=positive, default=8, help="runs at once (default 8)")
+    load.add_argument("--steps", type=positive, default=5000, help="steps per run (default 5000)")
     load.add_argument(
-        "--flush-every", type=int, default=200, help="steps per hand-over (default 200)"
+        "--flush-every", type=positive, default=200, help="steps per hand-over (default 200)"
     )
     load.add_argument(
         "--experiment", default="lrlab-load", help="where the runs go (default lrlab-load)"

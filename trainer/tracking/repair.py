@@ -22,9 +22,10 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from schedules.errors import ConfigError
-from trainer.tracking.sinks.mlflow_sink import HEARTBEAT_TAG
+from trainer.tracking.sinks.mlflow_sink import HEARTBEAT_TAG, absolute
 
 HOST_TAG, PID_TAG, START_TAG = "lrlab.host", "lrlab.pid", "lrlab.process_start"
 REPAIRED_TAG = "lrlab.repaired"
@@ -105,6 +106,13 @@ def repair(uri, experiments, stale_s, dry_run=False):
     its end time its last heartbeat; returns the verdicts on all RUNNING runs."""
     from mlflow.tracking import MlflowClient
 
+    if uri.startswith("sqlite:///"):
+        path = Path(absolute(uri)[len("sqlite:///") :])
+        if not path.is_file():  # MLflow would create an empty store there
+            raise ConfigError(
+                f"no MLflow store at {uri}: {path} does not exist",
+                fix="name the store with --uri (or MLFLOW_TRACKING_URI)",
+            )
     client = MlflowClient(tracking_uri=uri)
     ids = []
     for name in experiments:
