@@ -61,6 +61,20 @@ class ReduceOnPlateau(keras.callbacks.Callback):
         self._wait = 0
         self._cooldown_left = 0
 
+    def state(self):
+        """What a resumed run needs (`trainer.resume`): the scale and the counters."""
+        return {
+            "scale": self.scaled.scale,
+            "best": None if self._best is None else float(self._best),
+            "wait": self._wait,
+            "cooldown_left": self._cooldown_left,
+        }
+
+    def restore(self, state):
+        self.scaled.scale = state["scale"]
+        self._best, self._wait = state["best"], state["wait"]
+        self._cooldown_left = state["cooldown_left"]
+
     def wrap(self, schedule):
         """`schedule` in a `Scaled` whose scale this callback lowers; returns the `Scaled`."""
         self.scaled = Scaled(schedule, min_lr=self.min_lr)

@@ -5,11 +5,17 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
+import numpy as np
 import pytest
 
+from schedules.errors import ConfigError
 from tests.project import trainer_command
 from tests.tracking_stores import mlflow_history, mlflow_runs
+from trainer.tracking.sinks.base import RunInfo
+from trainer.tracking.sinks.mlflow_sink import MlflowSink
+from trainer.tracking.writer import WriterProcess
 
 
 def start_trainer(workdir, uri, **env):
@@ -201,3 +207,287 @@ def test_four_runs_at_once_on_one_sqlite_file_keep_every_point(workdir):
         finished = db.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'").fetchone()
     assert len(counts) == 12 and finished == (4,)
     assert {tuple(c[2:]) for c in counts} == {(1000, 1000, 0, 999)}
+
+
+class Server:
+    """A real `mlflow server` on a PostgreSQL database, stopped and started at will on the
+    same port (its artifacts in `folder`)."""
+
+    def __init__(self, database, folder):
+        from tests.project import free_port
+
+        self.database, self.folder = database, folder
+        self.uri = f"http://127.0.0.1:{free_port()}"
+        self.process = None
+
+    def start(self):
+        port = self.uri.rsplit(":", 1)[1]
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--backend-store-uri",
+                self.database,
+                "--artifacts-destination",
+                str(self.folder),
+            ],
+            cwd=self.folder.parent,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
+                return self
+            except OSError:
+                assert time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+
+    def kill(self):
+        """SIGKILL to the server and its workers: requests in flight die with it."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+def point_counts(database):
+    """{key: (points, distinct steps, first step, last step)} of every run, from PostgreSQL."""
+    import psycopg2
+
+    with psycopg2.connect(database.replace("postgresql+psycopg2", "postgresql")) as db:
+        cursor = db.cursor()
+        cursor.execute(
+            "SELECT key, count(*), count(DISTINCT step), min(step), max(step) FROM metrics "
+            "GROUP BY key"
+        )
+        return {key: tuple(rest) for key, *rest in cursor.fetchall()}
+
+
+def run_status(database):
+    import psycopg2
+
+    with psycopg2.connect(database.replace("postgresql+psycopg2", "postgresql")) as db:
+        cursor = db.cursor()
+        cursor.execute("SELECT status FROM runs")
+        return [status for (status,) in cursor.fetchall()]
+
+
+def sync(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.tracking", "sync", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def steps_csv_rows(run_dir):
+    path = run_dir / "steps.csv"
+    return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+
+@pytest.mark.slow  # about two minutes, 30 s of them the outage: CI runs it with -m slow
+def test_a_30_s_server_outage_mid_run_costs_no_point(workdir, postgres_database):
+    database = postgres_database()
+    server = Server(database, workdir / "artifacts").start()
+    epochs, per_epoch = 40, 200
+    argv, env = trainer_command(
+        "model=mlp",
+        f"trainer.epochs={epochs}",
+        f"trainer.limit_train_batches={per_epoch}",
+        "tracking.flush_every_steps=50",
+        f"tracking.uri={server.uri}",
+        "tracking.strict=true",
+        "sink=[mlflow,csv]",
+        "hydra.run.dir=run",
+    )
+    with open(workdir / "trainer.log", "w") as log:
+        trainer = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=log)
+    try:
+        wait_for_steps(server.uri, 1)
+        server.kill()
+        before = steps_csv_rows(workdir / "run")
+        time.sleep(30)
+        during = steps_csv_rows(workdir / "run") - before
+        assert trainer.poll() is None, "training stopped while the server was away"
+        assert during >= per_epoch, f"{during} steps trained in the 30 s outage"
+        server.start()
+        assert trainer.wait(timeout=600) == 0, (workdir / "trainer.log").read_text()[-3000:]
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        server.kill()
+    log_text = (workdir / "trainer.log").read_text()
+    assert "the MLflow store does not answer" in log_text
+    assert "the MLflow store is back after" in log_text
+    steps = epochs * per_epoch
+    counts = point_counts(database)
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert counts[key] == (steps, steps, 0, steps - 1), key  # every step, each once
+    assert counts["epoch/val_loss"][:2] == (epochs, epochs)
+    assert counts["test/accuracy"][:2] == (1, 1)
+    assert run_status(database) == ["FINISHED"]
+    assert not (workdir / "run" / "mlflow_spool.jsonl").exists()  # all of it uploaded
+
+
+def test_a_server_away_at_the_end_leaves_a_spool_that_sync_uploads_once(workdir, postgres_database):
+    database = postgres_database()
+    server = Server(database, workdir / "artifacts").start()
+    steps = 400
+    argv, env = trainer_command(
+        "model=mlp",
+        "trainer.epochs=2",
+        "trainer.limit_train_batches=200",
+        "tracking.flush_every_steps=50",
+        f"tracking.uri={server.uri}",
+        "tracking.strict=true",
+        "sink=[mlflow]",
+        "sink.mlflow.upload_wait=3",
+        "hydra.run.dir=run",
+    )
+    trainer = subprocess.Popen(
+        argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for_steps(server.uri, 1)
+        server.kill()
+        out, _ = trainer.communicate(timeout=300)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    # The run ends as usual (exit 0); what the store missed waits in the run folder.
+    assert trainer.returncode == 0, out[-3000:]
+    run_dir = workdir / "run"
+    assert "wait in" in out and f"python -m trainer.tracking sync {run_dir}" in out
+    assert (run_dir / "mlflow_spool.jsonl").exists()
+    saved = (run_dir / "mlflow_spool.jsonl").read_bytes()
+
+    # While the store is still away, sync says so and keeps the spool.
+    out = sync(str(run_dir))
+    assert out.returncode == 2 and "does not answer" in out.stderr, out.stderr
+    assert (run_dir / "mlflow_spool.jsonl").read_bytes() == saved
+
+    server.start()
+    try:
+        assert run_status(database) == ["RUNNING"]
+        # A second run in the same folder would bury them: refused as it starts, naming the
+        # way out, before any run is created.
+        writer = WriterProcess({"mlflow": MlflowSink(server.uri, "lrlab")})
+        with pytest.raises(ConfigError) as refused:
+            writer.start(RunInfo("again", str(run_dir)))
+        assert "holds values of an earlier MLflow run not yet uploaded" in str(refused.value)
+        assert f"python -m trainer.tracking sync {run_dir}" in str(refused.value)
+        assert len(run_status(database)) == 1
+        out = sync(str(run_dir))
+        assert out.returncode == 0, out.stderr
+        assert "closed FINISHED" in out.stdout
+        counts = point_counts(database)
+        for key in ("train/lr", "train/loss", "train/mean_iou"):
+            assert counts[key] == (steps, steps, 0, steps - 1), key
+        assert counts["test/accuracy"][:2] == (1, 1)
+        assert run_status(database) == ["FINISHED"]
+        assert not (run_dir / "mlflow_spool.jsonl").exists()
+        assert "nothing to upload" in sync(str(run_dir)).stdout
+
+        # A sync cut off after an upload but before saving how far it got sends lines
+        # again: each point is still stored once.
+        (run_dir / "mlflow_spool.jsonl").write_bytes(saved)
+        (run_dir / "mlflow_spool.offset").write_text("0")
+        assert sync(str(run_dir)).returncode == 0
+        assert point_counts(database) == counts
+    finally:
+        server.kill()
+
+
+def resumable_run(*extra, folder="run"):
+    """A CNN run of 3 epochs x 100 steps, checkpointed every 25 steps, in `folder`."""
+    return trainer_command(
+        "model=cnn",
+        "trainer.epochs=3",
+        "trainer.limit_train_batches=100",
+        "trainer.checkpoint_every=25",
+        "trainer.early_stopping_patience=5",
+        "tracking.flush_every_steps=10",
+        "tracking.strict=true",
+        "sink=[mlflow,tensorboard,csv]",
+        f"hydra.run.dir={folder}",
+        *extra,
+    )
+
+
+def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir):
+    from schedules.build import from_config
+    from tests.project import compose_config
+    from tests.tracking_stores import tensorboard_scalars
+
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    argv, env = resumable_run(f"tracking.uri={uri}")
+    run_dir = workdir / "run"
+    trainer = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True)
+    try:
+        # SIGKILL to the trainer and its writer in the middle of the second epoch, after a
+        # checkpoint: nothing gets to close anything.
+        deadline = time.time() + 240
+        while steps_csv_rows(run_dir) < 140 or not (run_dir / "resume").exists():
+            assert trainer.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.05)
+        os.killpg(trainer.pid, signal.SIGKILL)
+        trainer.wait(timeout=30)
+    finally:
+        if trainer.poll() is None:
+            os.killpg(trainer.pid, signal.SIGKILL)
+    killed_at = steps_csv_rows(run_dir)
+    assert killed_at < 200, "the run was not killed mid-epoch"
+    client, (killed,) = mlflow_runs(uri)
+    assert killed.info.status == "RUNNING"
+
+    out = subprocess.run(
+        [*argv, "trainer.resume=true"], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed at step" in out.stdout
+
+    client, runs = mlflow_runs(uri)
+    (run,) = runs  # the same run, continued
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert 100 < int(run.data.tags["lrlab.resumed_at_step"]) <= killed_at
+    steps = list(range(300))
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert [s for s, _ in mlflow_history(client, run, key)] == steps, key
+    assert [s for s, _ in mlflow_history(client, run, "epoch/val_loss")] == [0, 1, 2]
+    board = tensorboard_scalars(run_dir)
+    assert [s for s, _ in board["train/lr"]] == steps
+    assert [s for s, _ in board["epoch/val_loss"]] == [0, 1, 2]
+    with open(run_dir / "steps.csv") as f:
+        assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == steps
+
+    # The rate at every step is the schedule's at that step: the optimizer's step counter
+    # came back with the model. (To float32 resolution: training compiles the schedule with
+    # XLA, which moves the last bit; tests/test_schedules_contract.py.)
+    cfg = compose_config("train", ["model=cnn", "trainer.epochs=3"])
+    schedule = from_config(cfg, steps_per_epoch=100, run_steps=300)
+    lrs = [v for _, v in mlflow_history(client, run, "train/lr")]
+    np.testing.assert_allclose(
+        lrs, [float(schedule(k)) for k in steps], rtol=1e-6, atol=1e-7 * max(lrs)
+    )
+    assert not (run_dir / "resume").exists()  # a finished run has nothing to resume
+
+    # And it trained on the very batches an uninterrupted run trains on: the same losses.
+    argv, env = resumable_run(f"tracking.uri=sqlite:///{workdir}/straight.db", folder="straight")
+    straight = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    other, (reference,) = mlflow_runs(f"sqlite:///{workdir}/straight.db")
+    assert lrs == [v for _, v in mlflow_history(other, reference, "train/lr")]
+    np.testing.assert_allclose(
+        [v for _, v in mlflow_history(client, run, "train/loss")],
+        [v for _, v in mlflow_history(other, reference, "train/loss")],
+        rtol=1e-4,
+    )

@@ -77,6 +77,12 @@ class StopOnDivergence(keras.callbacks.Callback):
         self.rate = None  # the learning rate that step trained at
         self.reason = None  # what happened there, in words
 
+    def state(self):
+        return {"first_loss": self.first_loss}
+
+    def restore(self, state):
+        self.first_loss = state.get("first_loss")
+
     def observe(self, columns):
         if self.step is not None:
             return
@@ -114,6 +120,12 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(path, monitor=monitor, save_best_only=True, verbose=0)
         self.divergence = divergence
 
+    def state(self):
+        return {"best": None if self.best is None else float(self.best)}
+
+    def restore(self, state):
+        self.best = state["best"]
+
     def on_epoch_end(self, epoch, logs=None):
         if self.divergence.step is not None:
             return
@@ -127,6 +139,45 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.best,
                 self.filepath,
             )
+
+
+class EarlyStop(keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping`, whose state survives a resume and a training split in parts
+    (a resumed run's rest of an epoch, then the other epochs, each a `fit` call).
+
+    `restore(state)` carries a state into the next `on_train_begin` (where Keras' own resets
+    it); the best weights are put back only at the end of the last part (`last_part`), or
+    where training stops early.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.last_part = True
+        self._carried = None
+
+    def state(self):
+        return {
+            "wait": int(self.wait),
+            "stopped_epoch": int(self.stopped_epoch),
+            "best": None if self.best is None else float(self.best),
+            "best_epoch": int(getattr(self, "best_epoch", 0)),
+            "best_weights": list(self.best_weights or []),
+        }
+
+    def restore(self, state):
+        self._carried = state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._carried is not None:
+            state, self._carried = self._carried, None
+            self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+            self.best, self.best_epoch = state["best"], state["best_epoch"]
+            self.best_weights = list(state["best_weights"]) or None
+
+    def on_train_end(self, logs=None):
+        if self.last_part or self.model.stop_training:
+            super().on_train_end(logs)
 
 
 class StopOnInterrupt(keras.callbacks.Callback):

@@ -77,6 +77,20 @@ def check_config(cfg: DictConfig) -> None:
         t.jit_compile,
     )
     need(t.models in MODELS, "trainer.models", _either(MODELS), t.models)
+    need(isinstance(t.resume, bool), "trainer.resume", "true or false", t.resume)
+    every = t.checkpoint_every
+    need(
+        every is None or (_whole(every) and every >= 1) or isinstance(every, str),
+        "trainer.checkpoint_every",
+        "null, a whole number of steps >= 1 or a length in epochs such as '1ep'",
+        every,
+    )
+    need(
+        not (t.resume and every is None),
+        "trainer.checkpoint_every",
+        "set (a run saves no checkpoint to resume from without it) with trainer.resume=true",
+        every,
+    )
     flush = tracking.flush_every_steps
     need(_whole(flush) and flush >= 1, "tracking.flush_every_steps", "a whole number >= 1", flush)
     factor = t.divergence_factor

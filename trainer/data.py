@@ -280,3 +280,37 @@ def batches(images, labels, batch_size, shuffle_seed=None, limit=None):
     if limit is not None:
         ds = ds.take(limit)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(images, labels, batch_size, steps_per_epoch, seed, first_step, epochs):
+    """Steps `first_step` .. `epochs` x `steps_per_epoch` - 1 of a run, as one stream of
+    (uint8 image, int label) batches, for `fit(..., steps_per_epoch=steps_per_epoch)`.
+
+    Step k trains on batch `k mod S` of epoch `k div S` (S = `steps_per_epoch`, at most the
+    batches of one pass), and epoch e visits the samples in an order that is a pure function
+    of `(seed, e)` (a stateless shuffle; `seed=None`: file order). So a run resumed at any
+    step sees the very batches it would have seen, without restoring any data state. Keras
+    keeps one iterator across epochs when `steps_per_epoch` is given, so S must be a
+    multiple of `steps_per_execution` (see `trainer.checks`).
+    """
+    import tensorflow as tf
+
+    n = len(images)
+    images, labels = tf.constant(images), tf.constant(labels)
+    first_epoch, skip = divmod(int(first_step), int(steps_per_epoch))
+
+    def epoch(e):
+        order = tf.range(n, dtype=tf.int64)
+        if seed is not None:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([tf.constant(seed, tf.int64), e])
+            )
+        start = tf.where(e == first_epoch, tf.constant(skip, tf.int64), 0)
+        positions = tf.data.Dataset.range(start, steps_per_epoch)
+        return positions.map(lambda b: order[b * batch_size : (b + 1) * batch_size])
+
+    def gather(index):
+        return tf.gather(images, index), tf.gather(labels, index)
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

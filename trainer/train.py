@@ -14,13 +14,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
 from schedules.build import from_config, instantiate_checked
-from trainer.callbacks import BestCheckpoint, EpochMetrics, StopOnDivergence, StopOnInterrupt
-from trainer.data import batches
+from schedules.errors import ConfigError
+from schedules.lengths import to_steps
+from trainer import resume
+from trainer.callbacks import (
+    BestCheckpoint,
+    EarlyStop,
+    EpochMetrics,
+    StopOnDivergence,
+    StopOnInterrupt,
+)
+from trainer.data import batches, training_batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.tracking import metadata
 from trainer.tracking.recorder import StepRecorder
-from trainer.tracking.run import TrackedRun
+from trainer.tracking.run import TrackedRun, flatten
 from trainer.tracking.sinks.base import RunInfo
 
 log = logging.getLogger(__name__)
@@ -49,9 +58,27 @@ def check_objects(cfg, train_samples, build_schedule=True):
     if build_schedule and train_samples is not None:
         steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
         schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
+    if train_samples is not None:
+        steps_per_epoch, _ = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
+        _check_execution(cfg.trainer, steps_per_epoch)
     instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
     instantiate_checked("model", cfg.model)
     keras.backend.clear_session()
+
+
+def _check_execution(t, steps_per_epoch):
+    """Keras runs `steps_per_execution` steps per call on one stream of batches
+    (`trainer.data.training_batches`): an epoch must hold a whole number of calls."""
+    every = t.steps_per_execution
+    if steps_per_epoch % every:
+        fits = [d for d in range(1, min(steps_per_epoch, 64) + 1) if steps_per_epoch % d == 0]
+        raise ConfigError(
+            f"trainer.steps_per_execution={every} does not divide the {steps_per_epoch} steps "
+            "of an epoch",
+            fix=f"choose one that does: {', '.join(map(str, fits[-6:]))}",
+        )
+    if t.checkpoint_every is not None:
+        to_steps("trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch)
 
 
 def keep_models(setting, trial):
@@ -134,12 +161,20 @@ def train(
     )
 
     groups = (*metadata.TRAINING_GROUPS, "lr_find") if child_runs else metadata.TRAINING_GROUPS
+    comparable = _comparable(cfg)
+    checkpoint = resume.path_in(run_dir)
+    start_step, saved = 0, None
+    if t.resume:
+        saved = _checkpoint_to_resume(checkpoint, comparable, cfg)
+        start_step = saved[0]["step"]
+        tags["lrlab.resumed_at_step"] = str(start_step)
     info = RunInfo(
         run_name,
         str(run_dir),
         inputs=metadata.dataset_inputs(dataset, data),
         children=tuple(child_runs),
         parent=trial.parent if trial is not None else None,
+        resume=saved[0]["refs"] if saved else None,
     )
     params = metadata.params(cfg, groups)
     if trial is not None:
@@ -147,39 +182,75 @@ def train(
     with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, params, tags) as run:
         divergence = StopOnDivergence(t.divergence_factor)
         recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
+        recorder.recorded = start_step
         interrupt = StopOnInterrupt()
         callbacks = [recorder, divergence, EpochMetrics(run.writer), interrupt, *extra_callbacks]
         if t.checkpoint and models == "all":
             callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
+        early = None
         if t.early_stopping_patience is not None:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss",
-                    patience=t.early_stopping_patience,
-                    restore_best_weights=True,
-                )
+            early = EarlyStop(
+                monitor="val_loss", patience=t.early_stopping_patience, restore_best_weights=True
             )
+            callbacks.append(early)
         callbacks += schedule_callbacks
+        # Stateful callbacks, saved with the model in a checkpoint for trainer.resume.
+        parts = {type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state")}
+        if t.checkpoint_every is not None:
+
+            def before_save(step):  # the stores hold every step before a checkpoint
+                recorder.drain(step)
+                run.writer.flush()
+
+            saver = resume.ResumeCheckpoint(
+                checkpoint,
+                to_steps("trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch),
+                steps_per_epoch,
+                parts,
+                before_save,
+                {"refs": run.refs, "config": comparable},
+                healthy=lambda: divergence.step is None,
+            )
+            saver.last = start_step
+            callbacks.append(saver)  # last: it saves after every other epoch end
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         run.writer.artifacts([run_dir / "config.yaml"])
+        if saved:
+            model._symbolic_build(data_batch=(data.x_train[:1], data.y_train[:1]))
+            resume.restore(model, *saved, parts, checkpoint)
+            log.info("%s: resumed at step %d from %s", run_name, start_step, checkpoint)
 
-        train_ds = batches(
-            data.x_train,
-            data.y_train,
-            t.batch_size,
-            shuffle_seed=t.seed,
-            limit=t.limit_train_batches,
-        )
         val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
+        history = {}
+        parts_of_run = _parts(start_step, steps_per_epoch, t.epochs)
         try:
-            history = model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=t.epochs,
-                callbacks=callbacks,
-                shuffle=False,
-                verbose=1 if sys.stdout.isatty() else 0,
-            )
+            for i, (first_step, first_epoch, steps) in enumerate(parts_of_run):
+                if early is not None:
+                    early.last_part = i == len(parts_of_run) - 1
+                    if i:
+                        early.restore(early.state())  # Keras' on_train_begin resets it
+                fitted = model.fit(
+                    training_batches(
+                        data.x_train,
+                        data.y_train,
+                        t.batch_size,
+                        steps_per_epoch,
+                        t.seed,
+                        first_step,
+                        first_epoch + 1 if steps < steps_per_epoch else t.epochs,
+                    ),
+                    validation_data=val_ds,
+                    initial_epoch=first_epoch,
+                    epochs=first_epoch + 1 if steps < steps_per_epoch else t.epochs,
+                    steps_per_epoch=steps,
+                    callbacks=callbacks,
+                    shuffle=False,  # the batches come shuffled by epoch and seed
+                    verbose=1 if sys.stdout.isatty() else 0,
+                )
+                for key, values in fitted.history.items():
+                    history.setdefault(key, []).extend(values)
+                if model.stop_training:
+                    break
         finally:
             # Whatever ended training, every step trained so far reaches the sinks.
             recorder.drain()
@@ -230,8 +301,11 @@ def train(
             }
         )
         final["trained_steps"] = recorder.recorded
+        if checkpoint.exists():  # a finished run has nothing to resume
+            checkpoint.unlink()
+            checkpoint.parent.rmdir()
         # The last epoch's validation metrics, for optimized_metric (logged as epoch/val_*).
-        last = {k: v[-1] for k, v in history.history.items() if v}
+        last = {k: v[-1] for k, v in history.items() if v}
         final.update({f"val/{k[4:]}": float(v) for k, v in last.items() if k.startswith("val_")})
         log.info(
             "%s: %s",
@@ -243,6 +317,59 @@ def train(
             ),
         )
         return {**final, "run_name": run_name, "refs": run.refs, "models": models}
+
+
+def _parts(start_step, steps_per_epoch, epochs):
+    """The `fit` calls that train from `start_step` on: (first step, its epoch, steps per
+    epoch). One for a new run; a run resumed mid-epoch first trains the rest of that epoch
+    (Keras' epochs all have the same length), then the epochs after it."""
+    epoch, into = divmod(start_step, steps_per_epoch)
+    parts = []
+    if into:
+        parts.append((start_step, epoch, steps_per_epoch - into))
+        epoch += 1
+    if epoch < epochs:
+        parts.append((epoch * steps_per_epoch, epoch, steps_per_epoch))
+    return parts
+
+
+def _comparable(cfg):
+    """The settings a resumed run must share with the run it continues: all but where and
+    how it is tracked, and `trainer.resume` itself."""
+    values = flatten(cfg)
+    return {
+        k: v
+        for k, v in values.items()
+        if not k.startswith(("tracking.", "sink.", "hydra.")) and k != "trainer.resume"
+    }
+
+
+def _checkpoint_to_resume(checkpoint, comparable, cfg):
+    """The checkpoint `trainer.resume=true` continues from, checked against this config."""
+    if not checkpoint.exists():
+        folder = checkpoint.parent.parent
+        what = (
+            "a run that finished, or was stopped before its first checkpoint"
+            if (folder / "config.yaml").exists()
+            else "no run"
+        )
+        raise ConfigError(
+            f"trainer.resume=true, but {folder} holds {what}: there is no {checkpoint}",
+            fix="give the killed run's folder (hydra.run.dir=outputs/DATE/TIME), or start "
+            "afresh without trainer.resume",
+        )
+    saved = resume.load(checkpoint)
+    before = saved[0]["config"]
+    changed = sorted(k for k in set(before) | set(comparable) if before.get(k) != comparable.get(k))
+    if changed:
+        shown = ", ".join(f"{k}={comparable.get(k)!r} (was {before.get(k)!r})" for k in changed[:5])
+        raise ConfigError(
+            f"trainer.resume=true continues the run in {checkpoint.parent.parent} with the same "
+            f"settings, but {len(changed)} differ: {shown}",
+            fix="give the same overrides as the killed run (its config.yaml), plus "
+            "trainer.resume=true",
+        )
+    return saved
 
 
 def _log_curves(run, run_dir, run_name):

@@ -1,13 +1,15 @@
-"""`python -m trainer.tracking repair|load`: tools for the tracking store.
+"""`python -m trainer.tracking repair|sync|load`: tools for the tracking store.
 
     python -m trainer.tracking repair                      # MLFLOW_TRACKING_URI, else ./mlflow.db
     python -m trainer.tracking repair --uri http://localhost:5000 --stale 30m --dry-run
+    python -m trainer.tracking sync outputs/2026-11-23/10-00-00   # what the store missed
     python -m trainer.tracking load --runs 8 --steps 5000  # what the store sustains
 
 `repair` closes the runs that killed processes left RUNNING, one line per RUNNING run
-(`trainer/tracking/repair.py` says how a run is judged abandoned); `load` logs made-up steps
-from several runs at once through lrlab's writer, reads them back, and reports points per
-second (`trainer/tracking/load.py`).
+(`trainer/tracking/repair.py` says how a run is judged abandoned); `sync` uploads the values
+a run kept in its folder while its store was away (`trainer/tracking/sync.py`); `load` logs
+made-up steps from several runs at once through lrlab's writer, reads them back, and
+reports points per second (`trainer/tracking/load.py`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ def main(argv=None):
         "(default 10m; heartbeats come every minute)",
     )
     fix.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    upload = commands.add_parser(
+        "sync",
+        help="upload the values runs kept in their folders while the store was away",
+        description="Upload what each run folder's mlflow_spool.jsonl holds to its MLflow "
+        "run, each value once, and close the run with the status it ended with.",
+    )
+    upload.add_argument("folders", nargs="+", metavar="RUN_DIR", help="run folders")
+    upload.add_argument(
+        "--uri", help="the store, if it moved (default: the one each run was created in)"
+    )
     load = commands.add_parser(
         "load",
         help="log made-up steps from several runs at once; report points per second",
@@ -78,6 +90,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "load":
         return _load(args)
+    if args.command == "sync":
+        return _sync(args)
 
     with input_errors_reported(APP):
         verdicts = repair(
@@ -89,6 +103,21 @@ def main(argv=None):
         sys.stdout.write(f"{v.name} ({v.run_id}): {what}: {v.why}\n")
     repaired = sum(v.abandoned for v in verdicts)
     sys.stdout.write(f"{len(verdicts)} RUNNING run(s) in {args.uri}; {repaired} {done} as KILLED\n")
+
+
+def _sync(args):
+    from trainer.tracking.sync import sync
+
+    for folder in args.folders:
+        with input_errors_reported(APP):
+            done = sync(folder, args.uri)
+        if done.run_id is None:
+            sys.stdout.write(f"{folder}: nothing to upload\n")
+        else:
+            sys.stdout.write(
+                f"{folder}: {done.points} points in {done.lines} writes uploaded to run "
+                f"{done.run_id}, closed {done.status}\n"
+            )
 
 
 def _load(args):

@@ -31,13 +31,17 @@ def run_names(cfg, choices, dataset_name):
 
 
 def params(cfg, groups=TRAINING_GROUPS):
-    """The resolved keys of `groups` (and `mode`), flattened for MLflow."""
+    """The resolved keys of `groups` (and `mode`), flattened for MLflow; not
+    `trainer.resume`, which says how a process started, not what the run is (a resumed run
+    logs the params of the run it continues, which MLflow lets no one change)."""
     values = {"mode": cfg.mode}
     for group in groups:
         node = cfg.get(group)
         if node is not None:
             values[group] = _without(OmegaConf.to_container(node, resolve=True))
-    return flatten(values)
+    values = flatten(values)
+    values.pop("trainer.resume", None)
+    return values
 
 
 def tags(cfg, names, data, mode):

@@ -132,6 +132,9 @@ class WriterProcess:
                 reply, detail = pickle.load(self._process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError) as err:
                 return "gone", f"exit code {self._process.poll()}: {err}"
+            if reply == "warning":  # values kept for later (a store away at the end)
+                log.warning("tracking: %s", detail)
+                continue
             if reply != "error":
                 return reply, detail
             self._report(detail)
@@ -238,7 +241,9 @@ def _yield_cpu():
 def _each(sinks, reply, method, *args):
     for name, sink in list(sinks.items()):
         try:
-            getattr(sink, method)(*args)
+            note = getattr(sink, method)(*args)
+            if method == "close" and note:
+                reply("warning", f"sink.{name}: {note}")
         except Exception as err:  # a tracking failure must not kill training
             del sinks[name]
             reply(
@@ -255,4 +260,7 @@ if __name__ == "__main__":
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+    )
     serve(sys.stdin.buffer, replies)

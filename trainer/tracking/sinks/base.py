@@ -13,7 +13,8 @@ writer process (`trainer.tracking.writer`), which calls, in this order:
     flush()                 make everything so far durable
     heartbeat()             every minute while the run is open (from a thread, never at
                             the same time as another call): say the run is alive
-    close(status)           "FINISHED", "FAILED" or "KILLED"; release everything
+    close(status)           "FINISHED", "FAILED" or "KILLED"; release everything; may
+                            return a note for the training log (values kept for later)
 
 Every method but `start` has a do-nothing default, so a sink implements what it stores.
 A sink never imports TensorFlow: the writer process must stay small and start fast.
@@ -46,6 +47,9 @@ class RunInfo:
 
     `children` and `parent` hold refs that earlier runs' sinks returned from `start`
     (`{"mlflow": {"run_id": ...}}`): a sink links to the runs it knows and ignores the rest.
+    `resume` holds the refs of this very run, started before by a process that was killed
+    (`trainer.resume`): a sink continues that run, and never writes a value again at a
+    step where it already has one (`unseen`).
     """
 
     name: str
@@ -53,6 +57,7 @@ class RunInfo:
     inputs: tuple[DatasetInput, ...] = ()
     children: tuple[dict, ...] = ()
     parent: dict | None = None
+    resume: dict | None = None
 
 
 @dataclass
@@ -111,3 +116,9 @@ def rows_as_metrics(rows):
         step = int(row[0])
         for column, name in STEP_METRICS.items():
             yield name, float(row[index[column]]), step
+
+
+def unseen(triples, have):
+    """The (name, value, step) of `triples` after the last step `have` holds of that name
+    (`{name: last step}`; a resumed run re-trains steps its stores may already hold)."""
+    return [(n, v, s) for n, v, s in triples if s > have.get(n, -1)]

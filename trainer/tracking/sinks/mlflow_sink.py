@@ -2,6 +2,8 @@
 
 Configured by `conf/sink/mlflow.yaml` (the store and experiment come from `tracking.uri` and
 `tracking.experiment`). Runs in the writer process; `check()` runs in the training process.
+Every write after the run's creation goes through the run folder's spool
+(`trainer.tracking.spool`), so that a store that goes away for a while costs no point.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from schedules.errors import ConfigError
-from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics
+from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics, unseen
+from trainer.tracking.spool import SPOOL, Shipper, Spool, own_retries
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +42,14 @@ class MlflowSink(Sink):
         uri: an MLflow tracking URI (`sqlite:///mlflow.db`, `http://host:5000`, ...).
         experiment: the experiment's name; created on first use.
         health_timeout: seconds a server may take to answer `/health` in `check()`.
+        upload_wait: seconds the run's end waits for a store that does not answer before
+            it leaves the values not yet uploaded in the spool, for `python -m
+            trainer.tracking sync RUN_DIR`.
     """
 
-    MAX_METRICS = 1000  # per log_batch call (MLflow's limit)
-    MAX_PARAMS = 100
-
-    def __init__(self, uri, experiment, health_timeout=3.0):
+    def __init__(self, uri, experiment, health_timeout=3.0, upload_wait=120.0):
         self.uri, self.experiment, self.health_timeout = uri, experiment, health_timeout
+        self.upload_wait = upload_wait
         self.run_id = None
 
     # --- in the training process ----------------------------------------------------------
@@ -67,6 +71,12 @@ class MlflowSink(Sink):
                 f"tracking.experiment must be a non-empty name. Received: "
                 f"tracking.experiment={self.experiment!r}",
                 fix="e.g. tracking.experiment=lrlab",
+            )
+        if not isinstance(self.upload_wait, int | float) or self.upload_wait < 0:
+            raise ConfigError(
+                f"sink.mlflow.upload_wait must be a number of seconds >= 0. Received: "
+                f"{self.upload_wait!r}",
+                fix="e.g. sink.mlflow.upload_wait=120",
             )
         scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
         if "://" in uri and scheme not in SCHEMES:
@@ -158,6 +168,22 @@ class MlflowSink(Sink):
     def start(self, run: RunInfo) -> Started:
         from mlflow.tracking import MlflowClient
 
+        from trainer.tracking.repair import process_tags
+
+        self.spool = Spool(run.dir)
+        self.have = {}
+        if run.resume and "mlflow" in run.resume:
+            own_retries()
+            self.client = _Patient(MlflowClient(tracking_uri=self.uri))
+            return self._reopen(run, run.resume["mlflow"])
+        if self.spool.exists:
+            raise ConfigError(
+                f"the run folder {run.dir} holds values of an earlier MLflow run not yet "
+                f"uploaded ({SPOOL})",
+                fix=f"upload them first: python -m trainer.tracking sync {run.dir}; or choose "
+                "another folder (hydra.run.dir)",
+            )
+        own_retries()
         self.client = _Patient(MlflowClient(tracking_uri=self.uri))
         experiment_id = self._experiment_id()
         tags = {HEARTBEAT_TAG: utc_now()}
@@ -181,7 +207,36 @@ class MlflowSink(Sink):
                 f"{self.run_id}/model-metrics?workflowType=machine_learning"
             )
         ref = {"run_id": self.run_id, "experiment_id": experiment_id, "uri": absolute(self.uri)}
+        self.spool.create({**ref, "name": run.name, "process": process_tags()})
+        self.shipper = Shipper(self.spool, self.client, self.run_id)
+        self.shipper.start()
         return Started(ref=ref, where=where)
+
+    def _reopen(self, run, ref):
+        """Continue the run `ref` of a killed process (`trainer.resume`): upload what its
+        spool still holds, learn the last step of every metric, and mark it RUNNING."""
+        from trainer.tracking.repair import process_tags
+
+        self.run_id = ref["run_id"]
+        if self.spool.exists:
+            self.spool.reopen()
+        else:
+            self.spool.create({**ref, "name": run.name, "process": process_tags()})
+        self.shipper = Shipper(self.spool, self.client, self.run_id)
+        self.shipper.start()
+        if not self.shipper.drain(self.upload_wait):
+            raise ConfigError(
+                f"tracking.uri={self.uri}: could not upload what the killed run left in "
+                f"{self.spool.path} ({self.shipper.error or 'no answer'})",
+                fix="resume once the store answers",
+            )
+        for key in self.client.get_run(self.run_id).data.metrics:
+            steps = [m.step for m in self.client.get_metric_history(self.run_id, key)]
+            self.have[key] = max(steps, default=-1)
+        self.client.update_run(self.run_id, "RUNNING")
+        self.client.set_tag(self.run_id, HEARTBEAT_TAG, utc_now())
+        where = f"MLflow run {run.name} ({self.run_id}) resumed at {self.uri}"
+        return Started(ref=dict(ref), where=where)
 
     def _check_parent(self, parent):
         """Warn when the parent run is not in this store: the child would not show under it."""
@@ -236,44 +291,63 @@ class MlflowSink(Sink):
             log.warning("could not log the dataset inputs: %s", err)
 
     def params(self, values):
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in values.items()]
-        for i in range(0, len(items), self.MAX_PARAMS):
-            self.client.log_batch(self.run_id, params=items[i : i + self.MAX_PARAMS])
+        self._append({"params": {k: str(v)[:6000] for k, v in values.items()}})
 
     def tags(self, values):
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+        self._append({"tags": {k: str(v) for k, v in values.items()}})
 
     def steps(self, rows):
-        self._log(list(rows_as_metrics(rows)))
+        self._log(rows_as_metrics(rows))
 
     def scalars(self, values, step):
-        self._log([(name, float(v), step) for name, v in values.items()])
+        self._log((name, float(v), step) for name, v in values.items())
 
     def _log(self, triples):
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(name, value, now, step) for name, value, step in triples]
-        for i in range(0, len(metrics), self.MAX_METRICS):
-            self.client.log_batch(
-                self.run_id, metrics=metrics[i : i + self.MAX_METRICS], synchronous=True
-            )
+        now = int(time.time() * 1000)  # fixed here, so that a line sent twice is stored once
+        triples = unseen(triples, self.have)
+        if triples:
+            self._append({"metrics": [(name, value, now, step) for name, value, step in triples]})
 
     def artifacts(self, paths, folder=None):
-        for path in paths:
-            self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+        self._append({"artifacts": [str(p) for p in paths], "folder": folder})
+
+    def _append(self, record):
+        if self.shipper.error is not None:  # a refused upload: the writer switches us off
+            raise self.shipper.error
+        self.spool.append(record)
+        self.shipper.notify()
+
+    def flush(self):
+        if self.shipper.error is not None:
+            raise self.shipper.error
+        self.spool.fsync()
 
     def heartbeat(self):
         if self.run_id is not None:
-            self.client.set_tag(self.run_id, HEARTBEAT_TAG, utc_now())
+            self.shipper.beat(HEARTBEAT_TAG, utc_now())
 
     def close(self, status):
-        if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
+        """Upload everything with the final status; a store still away after `upload_wait`
+        seconds leaves the rest in the spool, and the returned note says how to send it."""
+        if self.run_id is None:
+            return None
+        self.spool.append({"end": status, "time": int(time.time() * 1000)})
+        self.shipper.notify()
+        done = self.shipper.drain(self.upload_wait)
+        self.shipper.stop()
+        self.spool.close()
+        if done:
+            self.spool.remove()
+            return None
+        if self.shipper.error is not None:
+            raise self.shipper.error
+        lines, points = self.spool.pending()
+        return (
+            f"the MLflow store at {self.uri} did not answer for {self.upload_wait:.0f} s: "
+            f"{points} points and {lines} writes of run {self.run_id} ({status}) wait in "
+            f"{self.spool.path}; upload them, once it is back, with: "
+            f"python -m trainer.tracking sync {self.spool.path.parent}"
+        )
 
 
 def utc_now():

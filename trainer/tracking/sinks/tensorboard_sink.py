@@ -12,7 +12,7 @@ import socket
 import time
 from pathlib import Path
 
-from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics
+from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics, unseen
 
 
 class TensorBoardSink(Sink):
@@ -30,6 +30,7 @@ class TensorBoardSink(Sink):
         from tensorboard.summary.writer.record_writer import RecordWriter
 
         self.logdir = Path(run.dir) / self.folder
+        self.have = _last_steps(self.logdir) if run.resume else {}
         self.logdir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
         self.file = (self.logdir / name).open("wb")
@@ -38,6 +39,8 @@ class TensorBoardSink(Sink):
         return Started(ref={"logdir": str(self.logdir)})
 
     def params(self, values):
+        if "params" in self.have:  # a resumed run's: written when it started
+            return
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.compat.proto.tensor_pb2 import TensorProto
         from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
@@ -64,7 +67,7 @@ class TensorBoardSink(Sink):
     def _scalars(self, triples):
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        for name, value, step in triples:
+        for name, value, step in unseen(list(triples), self.have):
             self._summary(Summary(value=[Summary.Value(tag=name, simple_value=value)]), step)
 
     def _summary(self, summary, step):
@@ -80,3 +83,16 @@ class TensorBoardSink(Sink):
 
     def close(self, status):
         self.records.close()
+
+
+def _last_steps(logdir):
+    """{tag: last step} in the event files of `logdir` (those a killed run left; a record
+    cut short by the kill ends the file)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    have = {}
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                have[value.tag] = max(have.get(value.tag, -1), event.step)
+    return have

@@ -1,0 +1,170 @@
+"""Resume after a crash: a run's whole training state, saved atomically every
+`trainer.checkpoint_every`, and loaded again by `trainer.resume=true`.
+
+A checkpoint is one file, `resume/checkpoint.npz` in the run folder, holding
+
+- every variable of the model, of its optimizer (with `iterations`, the step counter the
+  schedule reads, so the rate goes on from where it was) and of its metrics (the epoch's
+  running totals);
+- the state of each stateful callback (`state()` / `restore(state)`): the divergence
+  policy's first loss, the best checkpoint's best value, early stopping's counters and
+  best weights, the plateau scale and its counters;
+- the step, and the refs of the runs the sinks log to, so that a resumed run continues them.
+
+The data position needs nothing more than the step: step k trains on a batch that is a pure
+function of the seed and k (`trainer.data.training_batches`). The models have no other
+randomness (a layer with some, dropout say, keeps its seed state in a model variable).
+
+It is written as `checkpoint.npz.tmp`, flushed to disk and renamed over the previous one, so
+a crash while saving leaves the previous checkpoint whole. Before saving, every step trained
+so far is handed to the sinks and flushed (`before_save`), so the stores hold every step
+before the checkpoint: a resumed run re-trains from there and each sink skips the steps it
+already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from schedules.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FOLDER, FILE = "resume", "checkpoint.npz"
+
+
+def path_in(run_dir):
+    return Path(run_dir) / FOLDER / FILE
+
+
+def model_variables(model):
+    """Every variable a checkpoint holds, by group, in Keras' own (stable) order."""
+    return {
+        "model": list(model.trainable_variables) + list(model.non_trainable_variables),
+        "optimizer": list(model.optimizer.variables),
+        "metrics": list(model.metrics_variables),
+    }
+
+
+def save(path, model, step, parts, meta):
+    """Write the checkpoint of `model` at `step` with the `parts`' states and `meta` (JSON)."""
+    arrays = {}
+    for group, variables in model_variables(model).items():
+        for i, variable in enumerate(variables):
+            arrays[f"{group}/{i}"] = keras.ops.convert_to_numpy(variable)
+    states = {}
+    for name, part in parts.items():
+        state = part.state()
+        for key, value in list(state.items()):
+            if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+                for i, array in enumerate(value):
+                    arrays[f"{name}/{key}/{i}"] = array
+                state[key] = {"arrays": len(value)}
+        states[name] = state
+    arrays["json"] = np.array(json.dumps({"step": int(step), "parts": states, **meta}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # atomic: the previous checkpoint or this one, never half of one
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+
+
+def load(path):
+    """(meta with "step" and "parts", arrays) of the checkpoint at `path`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        meta = json.loads(str(arrays.pop("json")))
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"{path} is not a readable lrlab checkpoint ({type(err).__name__}: {err})",
+            fix="start the run afresh (trainer.resume=false, another hydra.run.dir)",
+        ) from err
+    return meta, arrays
+
+
+def restore(model, meta, arrays, parts, path):
+    """Assign the checkpoint's variables to `model` (built, with its optimizer and metrics)
+    and hand each part its state."""
+    for group, variables in model_variables(model).items():
+        saved = [key for key in arrays if key.startswith(f"{group}/")]
+        if len(saved) != len(variables):
+            raise ConfigError(
+                f"{path} holds {len(saved)} {group} variables, this run has {len(variables)}: "
+                "it was saved by another model, optimizer or metric set",
+                fix="resume with the config the run started with (its config.yaml)",
+            )
+        for i, variable in enumerate(variables):
+            value = arrays[f"{group}/{i}"]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ConfigError(
+                    f"{path}: {group} variable {variable.path} has shape {value.shape} there, "
+                    f"{tuple(variable.shape)} here",
+                    fix="resume with the config the run started with (its config.yaml)",
+                )
+            variable.assign(value)
+    for name, part in parts.items():
+        state = dict(meta["parts"].get(name, {}))
+        for key, value in list(state.items()):
+            if isinstance(value, dict) and "arrays" in value:
+                state[key] = [arrays[f"{name}/{key}/{i}"] for i in range(value["arrays"])]
+        part.restore(state)
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Saves the checkpoint every `every` steps: after the step itself, or, when the step
+    ends an epoch, after the epoch's validation and every other callback's epoch end (so it
+    must come last in the callback list), so that a resumed run starts the next epoch.
+
+    Args:
+        path: the checkpoint file.
+        every: steps between checkpoints.
+        steps_per_epoch: steps in an epoch.
+        parts: {name: object with `state()` and `restore(state)`}, saved with the model.
+        before_save: called with the step before saving: hands every step so far to the
+            sinks and flushes them.
+        meta: JSON-able facts saved alongside (the sinks' refs, the config).
+        healthy: whether the model may be saved (False after divergence).
+    """
+
+    def __init__(self, path, every, steps_per_epoch, parts, before_save, meta, healthy):
+        super().__init__()
+        self.path, self.every, self.steps_per_epoch = Path(path), int(every), steps_per_epoch
+        self.parts, self.before_save, self.meta = parts, before_save, meta
+        self.healthy = healthy  # False once training diverged: the last good one is kept
+        self.last = 0  # the step of the last checkpoint (a resumed run's first step)
+        self._epoch_first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self._epoch_first_step + batch + 1  # without a device read
+        if done // self.every > self.last // self.every and done % self.steps_per_epoch:
+            self.save(done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = int(self.model.optimizer.iterations.numpy())
+        if done // self.every > self.last // self.every:
+            self.save(done)
+
+    def save(self, step):
+        self.before_save(step)
+        if not self.healthy():
+            return
+        save(self.path, self.model, step, self.parts, self.meta)
+        self.last = step
+        log.info("step %d: checkpoint saved in %s", step, self.path)
