@@ -96,3 +96,28 @@ def test_no_files_tries_the_keras_download_and_says_how_to_get_the_files(tmp_pat
 def test_val_size_must_leave_training_data(datasets):
     with pytest.raises(ValueError, match=r"dataset\.val_size=60000"):
         IdxDataset("mnist", datasets / "mnist", "mnist", val_size=60000).load()
+
+
+def test_epoch_batches_are_a_pure_function_of_seed_and_epoch():
+    from trainer.data import EpochBatches
+
+    images = np.arange(100 * 4, dtype=np.uint8).reshape(100, 2, 2)
+    labels = np.arange(100)
+
+    def epoch(batches, number, skip=0):
+        batches.callback.on_epoch_begin(number)  # as Keras does, before the epoch's iterator
+        return [y.numpy().tolist() for _, y in batches.dataset(skip)]
+
+    def samples(epoch_batches):
+        return [label for batch in epoch_batches for label in batch]
+
+    batches = EpochBatches(images, labels, 32, 4, seed=7)
+    first, second = epoch(batches, 0), epoch(batches, 1)
+    assert [len(b) for b in first] == [32, 32, 32, 4]
+    assert sorted(samples(first)) == list(range(100)) == sorted(samples(second))
+    assert first != second  # reshuffled every epoch
+    # Another object, another process: epoch 1 alone, and from its third batch on.
+    again = EpochBatches(images, labels, 32, 4, seed=7)
+    assert epoch(again, 1) == second and epoch(again, 1, skip=2) == second[2:]
+    assert epoch(EpochBatches(images, labels, 32, 2, seed=7), 1) == second[:2]  # a limit
+    assert samples(epoch(EpochBatches(images, labels, 32, 4, seed=None), 3)) == list(range(100))

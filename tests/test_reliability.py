@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -448,6 +449,8 @@ def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(w
     assert killed_at < 200, "the run was not killed mid-epoch"
     client, (killed,) = mlflow_runs(uri)
     assert killed.info.status == "RUNNING"
+    # A crash while saving leaves a half-written file beside the last whole checkpoint.
+    (run_dir / "resume" / "checkpoint.npz.tmp").write_bytes(b"PK\x03\x04 cut short")
 
     out = subprocess.run(
         [*argv, "trainer.resume=true"], cwd=workdir, env=env, capture_output=True, text=True
@@ -491,3 +494,103 @@ def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(w
         [v for _, v in mlflow_history(other, reference, "train/loss")],
         rtol=1e-4,
     )
+
+
+def test_resume_names_a_folder_without_checkpoint_and_changed_settings(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    argv, env = resumable_run(f"tracking.uri={uri}", "trainer.limit_train_batches=20")
+    out = subprocess.run(
+        [*argv, "trainer.resume=true"], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert f"trainer.resume=true, but {workdir}/run holds no run" in out.stderr
+    assert "give the killed run's folder" in out.stderr
+
+    # A checkpoint saved with other settings is not continued with these.
+    assert subprocess.run(argv, cwd=workdir, env=env, capture_output=True).returncode == 0
+    assert not (workdir / "run" / "resume").exists()  # finished: nothing to resume
+    (workdir / "run" / "resume").mkdir()
+    from tests.project import compose_config
+    from trainer import resume
+    from trainer.train import _comparable
+
+    overrides = [a for a in argv[3:] if not a.startswith("hydra.")]
+    config = _comparable(compose_config("train", overrides))
+    # (The settings are compared before any variable is read: a model without variables
+    # stands in for the trained one.)
+    nothing = SimpleNamespace(
+        trainable_variables=[],
+        non_trainable_variables=[],
+        optimizer=SimpleNamespace(variables=[]),
+        metrics_variables=[],
+    )
+    resume.save(
+        workdir / "run" / "resume" / "checkpoint.npz",
+        nothing,
+        50,
+        {},
+        {"refs": {}, "config": {**config, "trainer.seed": "7"}},
+    )
+    out = subprocess.run(
+        [*argv, "trainer.resume=true"], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert f"trainer.resume=true continues the run in {workdir}/run with the same settings, " in (
+        out.stderr
+    )
+    assert "but 1 differ: trainer.seed='42' (was '7')" in out.stderr
+
+
+def parallel_sweep(workdir, uri, trials):
+    """A sweep of `trials` CLR trials of 24 MLP steps each, all at once, each in its own
+    process, a write every 2 steps; returns the finished process."""
+    rates = ",".join(f"{r:.2g}" for r in np.geomspace(1e-3, 1e-2, trials))
+    argv, env = trainer_command(
+        "-m",
+        "model=mlp",
+        "schedule=clr",
+        f"schedule.max_lr={rates}",
+        "trainer.epochs=3",
+        "trainer.limit_train_batches=8",
+        "tracking.flush_every_steps=2",
+        "tracking.strict=true",
+        f"tracking.uri={uri}",
+        "hydra/launcher=local_parallel",
+        f"hydra.launcher.parallel={trials}",
+        f"hydra.sweep.dir={workdir}/sweep",
+    )
+    return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+
+
+def assert_trials_complete(uri, trials):
+    client, runs = mlflow_runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get("mode") == "sweep"]
+    children = [r for r in runs if r is not parent]
+    assert len(children) == trials and parent.info.status == "FINISHED"
+    for run in children:
+        assert run.info.status == "FINISHED"
+        for key in ("train/lr", "train/loss", "train/mean_iou"):
+            assert [s for s, _ in mlflow_history(client, run, key)] == list(range(24)), key
+    # They overlapped: the last to start began before the first to end had ended.
+    assert max(r.info.start_time for r in children) < min(r.info.end_time for r in children)
+
+
+@pytest.mark.slow  # 8 TensorFlow processes on the cores at once: a few minutes
+def test_eight_training_trials_at_once_against_the_server_on_postgresql_keep_every_point(
+    workdir, postgres_database
+):
+    server = Server(postgres_database(), workdir / "artifacts").start()
+    try:
+        out = parallel_sweep(workdir, server.uri, 8)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert_trials_complete(server.uri, 8)
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_four_training_trials_at_once_on_one_sqlite_file_keep_every_point(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    out = parallel_sweep(workdir, uri, 4)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_trials_complete(uri, 4)

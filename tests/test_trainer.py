@@ -356,3 +356,26 @@ def test_one_full_epoch_with_the_defaults_clears_the_bar(
     results = trainer.run(cfg, {"dataset": dataset, "model": model, "optimizer": optimizer})
     assert results["trained_steps"] == 1719
     assert results["test/accuracy"] >= bar
+
+
+def test_a_diverged_run_keeps_its_last_good_resume_checkpoint(workdir):
+    # The range test's sweep takes Adam's rate from 1e-7 to 10 over 60 steps: it trains,
+    # then explodes. Checkpoints every 5 steps stop at the last one before the bad step.
+    from trainer import resume
+
+    cfg = small(
+        workdir,
+        "model=mlp",
+        "schedule=range_test",
+        "schedule.num_steps=60",
+        "trainer.checkpoint_every=5",
+        batches=60,
+    )
+    with pytest.raises(TrainingDiverged):
+        trainer.run(cfg)
+    _, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FAILED"
+    failed_at = int(run.data.tags["lrlab.failed_at_step"])
+    meta, _ = resume.load(resume.path_in(workdir / "run"))
+    assert 0 < meta["step"] <= failed_at and meta["step"] % 5 == 0
+    assert failed_at - meta["step"] < 5 + cfg.tracking.flush_every_steps

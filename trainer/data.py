@@ -282,35 +282,58 @@ def batches(images, labels, batch_size, shuffle_seed=None, limit=None):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def training_batches(images, labels, batch_size, steps_per_epoch, seed, first_step, epochs):
-    """Steps `first_step` .. `epochs` x `steps_per_epoch` - 1 of a run, as one stream of
-    (uint8 image, int label) batches, for `fit(..., steps_per_epoch=steps_per_epoch)`.
+class EpochBatches:
+    """The training batches of every epoch, each epoch in an order that is a pure function of
+    `(seed, epoch)` (a stateless shuffle; `seed=None`: file order), so that a run resumed at
+    any step sees the very batches it would have seen, without any data state to restore.
 
-    Step k trains on batch `k mod S` of epoch `k div S` (S = `steps_per_epoch`, at most the
-    batches of one pass), and epoch e visits the samples in an order that is a pure function
-    of `(seed, e)` (a stateless shuffle; `seed=None`: file order). So a run resumed at any
-    step sees the very batches it would have seen, without restoring any data state. Keras
-    keeps one iterator across epochs when `steps_per_epoch` is given, so S must be a
-    multiple of `steps_per_execution` (see `trainer.checks`).
+    `dataset(skip)` is one epoch of (uint8 image, int label) batches, from batch `skip` on (a
+    resumed epoch), which Keras iterates afresh each epoch; `callback` tells it which epoch
+    is starting. Keras creates an epoch's iterator after the callbacks' `on_epoch_begin`, and
+    the order is computed when that iterator starts, from the epoch set there.
+
+    Args:
+        images, labels: the training split.
+        batch_size: samples per batch (the last one of a pass may be smaller).
+        steps_per_epoch: batches per epoch, at most one pass (`trainer.limit_train_batches`).
+        seed: the shuffle's seed, or None.
     """
-    import tensorflow as tf
 
-    n = len(images)
-    images, labels = tf.constant(images), tf.constant(labels)
-    first_epoch, skip = divmod(int(first_step), int(steps_per_epoch))
+    def __init__(self, images, labels, batch_size, steps_per_epoch, seed):
+        import keras
+        import tensorflow as tf
 
-    def epoch(e):
-        order = tf.range(n, dtype=tf.int64)
-        if seed is not None:
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([tf.constant(seed, tf.int64), e])
-            )
-        start = tf.where(e == first_epoch, tf.constant(skip, tf.int64), 0)
-        positions = tf.data.Dataset.range(start, steps_per_epoch)
-        return positions.map(lambda b: order[b * batch_size : (b + 1) * batch_size])
+        self.images, self.labels = tf.constant(images), tf.constant(labels)
+        self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
+        with tf.device("/CPU:0"):  # read by tf.data, which runs on the CPU
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        epoch = self.epoch
 
-    def gather(index):
-        return tf.gather(images, index), tf.gather(labels, index)
+        class SetEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, number, logs=None):
+                epoch.assign(number)
 
-    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        self.callback = SetEpoch()
+
+    def dataset(self, skip=0):
+        import tensorflow as tf
+
+        n, size = len(self.images), self.batch_size
+
+        def order(_):
+            indices = tf.range(n, dtype=tf.int64)
+            if self.seed is None:
+                return indices
+            seed = tf.stack([tf.constant(self.seed, tf.int64), self.epoch.read_value()])
+            return tf.random.experimental.stateless_shuffle(indices, seed=seed)
+
+        def epoch_batches(indices):
+            positions = tf.data.Dataset.range(skip, self.steps_per_epoch)
+            return positions.map(lambda b: indices[b * size : (b + 1) * size])
+
+        def gather(index):
+            return tf.gather(self.images, index), tf.gather(self.labels, index)
+
+        ds = tf.data.Dataset.from_tensors(0).map(order).flat_map(epoch_batches)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch - skip))
+        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

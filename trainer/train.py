@@ -24,7 +24,7 @@ from trainer.callbacks import (
     StopOnDivergence,
     StopOnInterrupt,
 )
-from trainer.data import batches, training_batches
+from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.tracking import metadata
@@ -58,27 +58,12 @@ def check_objects(cfg, train_samples, build_schedule=True):
     if build_schedule and train_samples is not None:
         steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
         schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
-    if train_samples is not None:
+    if train_samples is not None and cfg.trainer.checkpoint_every is not None:
         steps_per_epoch, _ = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
-        _check_execution(cfg.trainer, steps_per_epoch)
+        to_steps("trainer.checkpoint_every", cfg.trainer.checkpoint_every, steps_per_epoch)
     instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
     instantiate_checked("model", cfg.model)
     keras.backend.clear_session()
-
-
-def _check_execution(t, steps_per_epoch):
-    """Keras runs `steps_per_execution` steps per call on one stream of batches
-    (`trainer.data.training_batches`): an epoch must hold a whole number of calls."""
-    every = t.steps_per_execution
-    if steps_per_epoch % every:
-        fits = [d for d in range(1, min(steps_per_epoch, 64) + 1) if steps_per_epoch % d == 0]
-        raise ConfigError(
-            f"trainer.steps_per_execution={every} does not divide the {steps_per_epoch} steps "
-            "of an epoch",
-            fix=f"choose one that does: {', '.join(map(str, fits[-6:]))}",
-        )
-    if t.checkpoint_every is not None:
-        to_steps("trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch)
 
 
 def keep_models(setting, trial):
@@ -221,30 +206,22 @@ def train(
             log.info("%s: resumed at step %d from %s", run_name, start_step, checkpoint)
 
         val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
+        epochs = EpochBatches(data.x_train, data.y_train, t.batch_size, steps_per_epoch, t.seed)
         history = {}
         parts_of_run = _parts(start_step, steps_per_epoch, t.epochs)
         try:
-            for i, (first_step, first_epoch, steps) in enumerate(parts_of_run):
+            for i, (first_epoch, last_epoch, skip) in enumerate(parts_of_run):
                 if early is not None:
                     early.last_part = i == len(parts_of_run) - 1
                     if i:
                         early.restore(early.state())  # Keras' on_train_begin resets it
                 fitted = model.fit(
-                    training_batches(
-                        data.x_train,
-                        data.y_train,
-                        t.batch_size,
-                        steps_per_epoch,
-                        t.seed,
-                        first_step,
-                        first_epoch + 1 if steps < steps_per_epoch else t.epochs,
-                    ),
+                    epochs.dataset(skip),
                     validation_data=val_ds,
                     initial_epoch=first_epoch,
-                    epochs=first_epoch + 1 if steps < steps_per_epoch else t.epochs,
-                    steps_per_epoch=steps,
-                    callbacks=callbacks,
-                    shuffle=False,  # the batches come shuffled by epoch and seed
+                    epochs=last_epoch,
+                    callbacks=[epochs.callback, *callbacks],
+                    shuffle=False,  # the batches come shuffled by seed and epoch
                     verbose=1 if sys.stdout.isatty() else 0,
                 )
                 for key, values in fitted.history.items():
@@ -320,28 +297,27 @@ def train(
 
 
 def _parts(start_step, steps_per_epoch, epochs):
-    """The `fit` calls that train from `start_step` on: (first step, its epoch, steps per
-    epoch). One for a new run; a run resumed mid-epoch first trains the rest of that epoch
-    (Keras' epochs all have the same length), then the epochs after it."""
+    """The `fit` calls that train from `start_step` on: (first epoch, epoch to stop before,
+    batches of the first epoch already trained). One for a new run; a run resumed mid-epoch
+    first trains the rest of that epoch (Keras takes an epoch's length from its first), then
+    the epochs after it."""
     epoch, into = divmod(start_step, steps_per_epoch)
     parts = []
     if into:
-        parts.append((start_step, epoch, steps_per_epoch - into))
+        parts.append((epoch, epoch + 1, into))
         epoch += 1
     if epoch < epochs:
-        parts.append((epoch * steps_per_epoch, epoch, steps_per_epoch))
+        parts.append((epoch, epochs, 0))
     return parts
 
 
 def _comparable(cfg):
     """The settings a resumed run must share with the run it continues: all but where and
-    how it is tracked, and `trainer.resume` itself."""
-    values = flatten(cfg)
-    return {
-        k: v
-        for k, v in values.items()
-        if not k.startswith(("tracking.", "sink.", "hydra.")) and k != "trainer.resume"
-    }
+    how it is tracked, its folder, and `trainer.resume` itself."""
+    where = ("tracking", "sink", "hydra", "output_dir")
+    values = flatten(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in where]))
+    values.pop("trainer.resume", None)
+    return values
 
 
 def _checkpoint_to_resume(checkpoint, comparable, cfg):

@@ -171,10 +171,10 @@ class MlflowSink(Sink):
         from trainer.tracking.repair import process_tags
 
         self.spool = Spool(run.dir)
-        self.have = {}
+        self.have = {}  # {metric: last step} the run already has (a resumed run's)
+        own_retries()
+        self.client = _Patient(MlflowClient(tracking_uri=self.uri))
         if run.resume and "mlflow" in run.resume:
-            own_retries()
-            self.client = _Patient(MlflowClient(tracking_uri=self.uri))
             return self._reopen(run, run.resume["mlflow"])
         if self.spool.exists:
             raise ConfigError(
@@ -183,8 +183,6 @@ class MlflowSink(Sink):
                 fix=f"upload them first: python -m trainer.tracking sync {run.dir}; or choose "
                 "another folder (hydra.run.dir)",
             )
-        own_retries()
-        self.client = _Patient(MlflowClient(tracking_uri=self.uri))
         experiment_id = self._experiment_id()
         tags = {HEARTBEAT_TAG: utc_now()}
         if run.parent and "mlflow" in run.parent:
