@@ -2,8 +2,9 @@
 
 `run(cfg)` checks everything the user gave before it imports TensorFlow, loads data or
 starts an MLflow run, so that bad input fails fast with a `ConfigError` and leaves no run
-behind: config values, then the data files' headers and the sinks' settings (no
-TensorFlow), then the schedule, optimizer and model (with TensorFlow, before the data).
+behind: config values, then the data files' headers, the sinks' settings and the
+checkpoint to resume from (no TensorFlow), then the schedule, optimizer and model (with
+TensorFlow, before the data).
 """
 
 
@@ -28,6 +29,10 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
     check_keys("dataset", OmegaConf.to_container(cfg.dataset, resolve=True))
     train_samples = instantiate(cfg.dataset).check()
     build_sinks(cfg.get("sink"))  # each sink checks its settings (an MLflow server answers)
+    if cfg.mode == "train" and cfg.trainer.resume:
+        from trainer.resume import to_resume
+
+        to_resume(cfg)  # a checkpoint there, saved with these settings
     import_tensorflow()
     _limit_threads(cfg.trainer.get("threads"))
     from trainer import lr_find

@@ -1,5 +1,6 @@
 """The training run's small callbacks, one job each: epoch metrics, the divergence stop
-policy, the best checkpoint, and a Ctrl-C that stops between steps.
+policy, the best checkpoint, early stopping that survives a resume, a Ctrl-C that stops
+between steps, and the checkpoints for `trainer.resume` (their file: `trainer.resume`).
 
 (Per-step rows: `trainer.tracking.recorder`; plateau reduction: `schedules.plateau`.)
 """
@@ -10,9 +11,12 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
+
+from trainer import resume
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +213,56 @@ class StopOnInterrupt(keras.callbacks.Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Saves the checkpoint every `every` steps: after the step itself, or, when the step
+    ends an epoch, after the epoch's validation and every other callback's epoch end (so it
+    must come last in the callback list), so that a resumed run starts the next epoch.
+
+    Args:
+        path: the checkpoint file.
+        every: steps between checkpoints.
+        steps_per_epoch: steps in an epoch.
+        parts: {name: object with `state()` and `restore(state)`}, saved with the model.
+        before_save: called with the step before saving: hands every step so far to the
+            sinks and flushes them.
+        meta: JSON-able facts saved alongside (the sinks' refs, the config).
+        healthy: whether the model may be saved (False after divergence).
+    """
+
+    def __init__(self, path, every, steps_per_epoch, parts, before_save, meta, healthy):
+        super().__init__()
+        self.path, self.every, self.steps_per_epoch = Path(path), int(every), steps_per_epoch
+        self.parts, self.before_save, self.meta = parts, before_save, meta
+        self.healthy = healthy  # False once training diverged: the last good one is kept
+        self.last = 0  # the step of the last checkpoint (a resumed run's first step)
+        self._epoch_first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self._epoch_first_step + batch + 1  # without a device read
+        if done // self.every > self.last // self.every and done % self.steps_per_epoch:
+            self.save(done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = int(self.model.optimizer.iterations.numpy())
+        if done // self.every > self.last // self.every:
+            self.save(done)
+
+    def save(self, step):
+        began = time.perf_counter()
+        self.before_save(step)
+        if not self.healthy():
+            return
+        resume.save(self.path, self.model, step, self.parts, self.meta)
+        self.last = step
+        log.info(
+            "step %d: checkpoint saved in %s (%.0f ms, %.1f MB)",
+            step,
+            self.path,
+            1000 * (time.perf_counter() - began),
+            self.path.stat().st_size / 1e6,
+        )

@@ -29,10 +29,11 @@ import logging
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
+from omegaconf import OmegaConf
 
 from schedules.errors import ConfigError
+from trainer.tracking.run import flatten
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ def model_variables(model):
 
 def save(path, model, step, parts, meta):
     """Write the checkpoint of `model` at `step` with the `parts`' states and `meta` (JSON)."""
+    from keras import ops
+
     arrays = {}
     for group, variables in model_variables(model).items():
         for i, variable in enumerate(variables):
-            arrays[f"{group}/{i}"] = keras.ops.convert_to_numpy(variable)
+            arrays[f"{group}/{i}"] = ops.convert_to_numpy(variable)
     states = {}
     for name, part in parts.items():
         state = part.state()
@@ -124,47 +127,41 @@ def restore(model, meta, arrays, parts, path):
         part.restore(state)
 
 
-class ResumeCheckpoint(keras.callbacks.Callback):
-    """Saves the checkpoint every `every` steps: after the step itself, or, when the step
-    ends an epoch, after the epoch's validation and every other callback's epoch end (so it
-    must come last in the callback list), so that a resumed run starts the next epoch.
+def comparable(cfg):
+    """The settings a resumed run must share with the run it continues: all but where and
+    how it is tracked, its folder, and `trainer.resume` itself."""
+    where = ("tracking", "sink", "hydra", "output_dir")
+    values = flatten(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in where]))
+    values.pop("trainer.resume", None)
+    return values
 
-    Args:
-        path: the checkpoint file.
-        every: steps between checkpoints.
-        steps_per_epoch: steps in an epoch.
-        parts: {name: object with `state()` and `restore(state)`}, saved with the model.
-        before_save: called with the step before saving: hands every step so far to the
-            sinks and flushes them.
-        meta: JSON-able facts saved alongside (the sinks' refs, the config).
-        healthy: whether the model may be saved (False after divergence).
-    """
 
-    def __init__(self, path, every, steps_per_epoch, parts, before_save, meta, healthy):
-        super().__init__()
-        self.path, self.every, self.steps_per_epoch = Path(path), int(every), steps_per_epoch
-        self.parts, self.before_save, self.meta = parts, before_save, meta
-        self.healthy = healthy  # False once training diverged: the last good one is kept
-        self.last = 0  # the step of the last checkpoint (a resumed run's first step)
-        self._epoch_first_step = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
-
-    def on_train_batch_end(self, batch, logs=None):
-        done = self._epoch_first_step + batch + 1  # without a device read
-        if done // self.every > self.last // self.every and done % self.steps_per_epoch:
-            self.save(done)
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = int(self.model.optimizer.iterations.numpy())
-        if done // self.every > self.last // self.every:
-            self.save(done)
-
-    def save(self, step):
-        self.before_save(step)
-        if not self.healthy():
-            return
-        save(self.path, self.model, step, self.parts, self.meta)
-        self.last = step
-        log.info("step %d: checkpoint saved in %s", step, self.path)
+def to_resume(cfg):
+    """(meta, arrays) of the checkpoint `trainer.resume=true` continues from, checked
+    against this config (`cfg.output_dir` is the run folder); a ConfigError naming the
+    folder, or every setting that differs, otherwise."""
+    checkpoint = path_in(cfg.output_dir)
+    if not checkpoint.exists():
+        folder = checkpoint.parent.parent
+        what = (
+            "a run that finished, or was stopped before its first checkpoint"
+            if (folder / "config.yaml").exists()
+            else "no run"
+        )
+        raise ConfigError(
+            f"trainer.resume=true, but {folder} holds {what}: there is no {checkpoint}",
+            fix="give the killed run's folder (hydra.run.dir=outputs/DATE/TIME), or start "
+            "afresh without trainer.resume",
+        )
+    saved = load(checkpoint)
+    before, now = saved[0]["config"], comparable(cfg)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k}={now.get(k)!r} (was {before.get(k)!r})" for k in changed[:5])
+        raise ConfigError(
+            f"trainer.resume=true continues the run in {checkpoint.parent.parent} with the same "
+            f"settings, but {len(changed)} differ: {shown}",
+            fix="give the same overrides as the killed run (its config.yaml), plus "
+            "trainer.resume=true",
+        )
+    return saved

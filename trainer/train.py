@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
 from schedules.build import from_config, instantiate_checked
-from schedules.errors import ConfigError
 from schedules.lengths import to_steps
 from trainer import resume
 from trainer.callbacks import (
     BestCheckpoint,
     EarlyStop,
     EpochMetrics,
+    ResumeCheckpoint,
     StopOnDivergence,
     StopOnInterrupt,
 )
@@ -29,7 +29,7 @@ from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.tracking import metadata
 from trainer.tracking.recorder import StepRecorder
-from trainer.tracking.run import TrackedRun, flatten
+from trainer.tracking.run import TrackedRun
 from trainer.tracking.sinks.base import RunInfo
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,10 @@ def train(
     )
 
     groups = (*metadata.TRAINING_GROUPS, "lr_find") if child_runs else metadata.TRAINING_GROUPS
-    comparable = _comparable(cfg)
     checkpoint = resume.path_in(run_dir)
     start_step, saved = 0, None
     if t.resume:
-        saved = _checkpoint_to_resume(checkpoint, comparable, cfg)
+        saved = resume.to_resume(cfg)
         start_step = saved[0]["step"]
         tags["lrlab.resumed_at_step"] = str(start_step)
     info = RunInfo(
@@ -187,13 +186,13 @@ def train(
                 recorder.drain(step)
                 run.writer.flush()
 
-            saver = resume.ResumeCheckpoint(
+            saver = ResumeCheckpoint(
                 checkpoint,
                 to_steps("trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch),
                 steps_per_epoch,
                 parts,
                 before_save,
-                {"refs": run.refs, "config": comparable},
+                {"refs": run.refs, "config": resume.comparable(cfg)},
                 healthy=lambda: divergence.step is None,
             )
             saver.last = start_step
@@ -309,43 +308,6 @@ def _parts(start_step, steps_per_epoch, epochs):
     if epoch < epochs:
         parts.append((epoch, epochs, 0))
     return parts
-
-
-def _comparable(cfg):
-    """The settings a resumed run must share with the run it continues: all but where and
-    how it is tracked, its folder, and `trainer.resume` itself."""
-    where = ("tracking", "sink", "hydra", "output_dir")
-    values = flatten(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in where]))
-    values.pop("trainer.resume", None)
-    return values
-
-
-def _checkpoint_to_resume(checkpoint, comparable, cfg):
-    """The checkpoint `trainer.resume=true` continues from, checked against this config."""
-    if not checkpoint.exists():
-        folder = checkpoint.parent.parent
-        what = (
-            "a run that finished, or was stopped before its first checkpoint"
-            if (folder / "config.yaml").exists()
-            else "no run"
-        )
-        raise ConfigError(
-            f"trainer.resume=true, but {folder} holds {what}: there is no {checkpoint}",
-            fix="give the killed run's folder (hydra.run.dir=outputs/DATE/TIME), or start "
-            "afresh without trainer.resume",
-        )
-    saved = resume.load(checkpoint)
-    before = saved[0]["config"]
-    changed = sorted(k for k in set(before) | set(comparable) if before.get(k) != comparable.get(k))
-    if changed:
-        shown = ", ".join(f"{k}={comparable.get(k)!r} (was {before.get(k)!r})" for k in changed[:5])
-        raise ConfigError(
-            f"trainer.resume=true continues the run in {checkpoint.parent.parent} with the same "
-            f"settings, but {len(changed)} differ: {shown}",
-            fix="give the same overrides as the killed run (its config.yaml), plus "
-            "trainer.resume=true",
-        )
-    return saved
 
 
 def _log_curves(run, run_dir, run_name):
