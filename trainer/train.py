@@ -200,6 +200,8 @@ def train(
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         run.writer.artifacts([run_dir / "config.yaml"])
         if saved:
+            # Keras creates the optimizer's and metrics' variables at the first step; this is
+            # what fit itself calls to create them without training (Keras has no public way).
             model._symbolic_build(data_batch=(data.x_train[:1], data.y_train[:1]))
             resume.restore(model, *saved, parts, checkpoint)
             log.info("%s: resumed at step %d from %s", run_name, start_step, checkpoint)
