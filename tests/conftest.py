@@ -1,16 +1,12 @@
 """Fixtures shared by the tests: the real datasets, a working folder, the composed config."""
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
-from tests.project import DATASETS, compose_config, free_port
+from tests.project import DATASETS, compose_config
 
 
 @pytest.fixture
@@ -73,37 +69,10 @@ def postgres_database():
 def mlflow_server(workdir):
     """A real `mlflow server` on a free local port (SQLite store, artifacts in workdir),
     its URI; stopped afterwards."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{workdir}/server.db",
-            "--artifacts-destination",
-            str(workdir / "server-artifacts"),
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    from tests.mlflow_server import MlflowServer
+
+    server = MlflowServer(f"sqlite:///{workdir}/server.db", workdir / "server-artifacts")
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        yield uri
+        yield server.start().uri
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.kill()
