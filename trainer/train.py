@@ -59,8 +59,8 @@ def check_objects(cfg, train_samples, build_schedule=True):
         steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
         schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
     if train_samples is not None and cfg.trainer.checkpoint_every is not None:
-        steps_per_epoch, _ = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
-        to_steps("trainer.checkpoint_every", cfg.trainer.checkpoint_every, steps_per_epoch)
+        steps_per_epoch, steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
+        to_steps("trainer.checkpoint_every", cfg.trainer.checkpoint_every, steps_per_epoch, steps)
     instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
     instantiate_checked("model", cfg.model)
     keras.backend.clear_session()
@@ -186,9 +186,12 @@ def train(
                 recorder.drain(step)
                 run.writer.flush()
 
+            every = to_steps(
+                "trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch, run_steps
+            )
             saver = ResumeCheckpoint(
                 checkpoint,
-                to_steps("trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch),
+                every,
                 steps_per_epoch,
                 parts,
                 before_save,
