@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schedules.errors import ConfigError
 from trainer.tracking.rows import STEP_METRICS
 from trainer.tracking.sinks.base import RunInfo
 from trainer.tracking.sinks.mlflow_sink import MlflowSink
@@ -38,6 +39,11 @@ class Load:
     @property
     def points_per_s(self):
         return self.points / self.seconds
+
+
+# How long a run may take to start (its writer process up, its MLflow run created) before
+# the load gives up on the others; SQLite serialises the creations, each under a second.
+START_TIMEOUT_S = 300.0
 
 
 def rows(start, count):
@@ -63,21 +69,42 @@ def drive(uri, runs, steps, flush_every=200, experiment="lrlab-load"):
         client.create_experiment(experiment)
 
     ready = threading.Barrier(runs)
-    began = []
+    began, waiting, writers = [], set(range(runs)), {}
 
     def one(number):
-        writer = WriterProcess({"mlflow": MlflowSink(uri, experiment)}, strict=True)
+        writer = writers[number] = WriterProcess({"mlflow": MlflowSink(uri, experiment)}, True)
         with tempfile.TemporaryDirectory() as folder:
-            started = writer.start(RunInfo(f"load #{number}", folder))
-            if ready.wait() == 0:  # every run started: the clock starts
-                began.append(time.perf_counter())
+            try:
+                started = writer.start(RunInfo(f"load #{number}", folder))
+                waiting.discard(number)
+                if ready.wait(timeout=START_TIMEOUT_S) == 0:  # every run started: go
+                    began.append(time.perf_counter())
+            except BaseException:
+                # One run that cannot start must not leave the others waiting for it.
+                ready.abort()
+                writer.close("FAILED")
+                for late in waiting - {number}:  # a start that never answers
+                    if late in writers:
+                        writers[late].kill()
+                raise
             for start in range(0, steps, flush_every):
                 writer.steps(rows(start, min(flush_every, steps - start)))
             writer.close("FINISHED")
         return started["mlflow"].ref["run_id"]
 
     with ThreadPoolExecutor(runs) as pool:
-        run_ids = list(pool.map(one, range(runs)))
+        futures = [pool.submit(one, number) for number in range(runs)]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    # The run that failed, not the others it stopped at the barrier.
+    for err in sorted(errors, key=lambda e: isinstance(e, threading.BrokenBarrierError)):
+        if not isinstance(err, threading.BrokenBarrierError):
+            raise err
+        late = ", ".join(f"#{n}" for n in sorted(waiting))
+        raise ConfigError(
+            f"not every load run started within {START_TIMEOUT_S:.0f} s; not started: {late}",
+            fix=f"check that {uri} answers and is not locked by another process",
+        )
+    run_ids = [f.result() for f in futures]
     seconds = time.perf_counter() - began[0]
     return Load(uri, run_ids, steps, runs * steps * len(STEP_METRICS), seconds)
 

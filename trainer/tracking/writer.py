@@ -110,6 +110,13 @@ class WriterProcess:
         if self.strict and self.errors:
             raise TrackingError("; ".join(self.errors))
 
+    def kill(self):
+        """End the child at once, for a caller that gave up waiting on it: what it has not
+        written is lost, and its run stays open until `python -m trainer.tracking repair`."""
+        self._closed = True
+        self._process.kill()
+        self._process.wait()
+
     def _fix(self, name=None):
         return "choose the sinks with sink=[...], e.g. sink=[csv]" if name else "see the log above"
 
@@ -161,7 +168,6 @@ def serve(requests, replies):
     tell a run that stopped without closing (its processes killed) from a slow one.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    _yield_cpu()
     busy = threading.Lock()  # one call into the sinks (and one reply) at a time
 
     def reply(*message):
@@ -183,6 +189,9 @@ def serve(requests, replies):
                 if started is None:
                     return
                 reply("started", started)
+                # Only now: the parent waits for the start (imports, the run's creation),
+                # which at idle priority would wait for every other process on a busy machine.
+                _yield_cpu()
                 threading.Thread(
                     target=_heartbeat, args=(sinks, reply, busy, stop), daemon=True
                 ).start()
@@ -229,13 +238,19 @@ def _yield_cpu():
     """Run only on CPU time that training leaves idle (Linux SCHED_IDLE), else at nice 19.
 
     Should the writer fall behind, the pipe fills and the training loop waits for it
-    (see StepRecorder.on_train_batch_begin), so no row is ever dropped.
+    (see StepRecorder.on_train_batch_begin), so no row is ever dropped. Linux schedules
+    threads, not processes: every thread running now (the sinks' uploaders) is moved, and
+    those started later inherit it.
     """
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(19)
+    threads = (
+        [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    )
+    for thread in threads:
+        try:
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, thread, 19)
 
 
 def _each(sinks, reply, method, *args):

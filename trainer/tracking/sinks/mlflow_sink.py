@@ -250,17 +250,25 @@ class MlflowSink(Sink):
             )
 
     def _experiment_id(self):
+        """The experiment's id, made when missing.
+
+        A sweep's trials often open a new experiment at the same moment: the creations that
+        lose the race fail ('already exists') and use the winner's experiment.
+        """
         try:
             experiment = self.client.get_experiment_by_name(self.experiment)
             if experiment is None:
-                return self.client.create_experiment(
-                    self.experiment,
-                    artifact_location=self._artifact_location(),
-                    tags=EXPERIMENT_KIND,
-                )
-            if not experiment.tags.get("mlflow.experimentKind"):
-                for key, value in EXPERIMENT_KIND.items():
-                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
+                try:
+                    return self.client.create_experiment(
+                        self.experiment,
+                        artifact_location=self._artifact_location(),
+                        tags=EXPERIMENT_KIND,
+                    )
+                except Exception:
+                    experiment = self.client.get_experiment_by_name(self.experiment)
+                    if experiment is None:  # not a lost race: the store refused
+                        raise
+            self._mark_kind(experiment)
             return experiment.experiment_id
         except Exception as err:  # before any run exists: an input error, not a crash
             raise ConfigError(
@@ -268,6 +276,18 @@ class MlflowSink(Sink):
                 f"{self.experiment!r} ({type(err).__name__}: {str(err)[:300]})",
                 fix=f"check the URI and the store, {DROP_FIX}",
             ) from err
+
+    def _mark_kind(self, experiment):
+        """Tag an experiment made elsewhere (the UI, a script) with its kind, as MLflow's UI
+        asks for it otherwise. Only cosmetic, so never fatal: when several trials tag one
+        experiment at once, PostgreSQL's unique key lets one insert in and fails the others."""
+        if experiment.tags.get("mlflow.experimentKind"):
+            return
+        try:
+            for key, value in EXPERIMENT_KIND.items():
+                self.client.set_experiment_tag(experiment.experiment_id, key, value)
+        except Exception as err:
+            log.debug("did not tag experiment %s with its kind: %s", experiment.name, err)
 
     def _artifact_location(self):
         """Artifacts beside a SQLite store (instead of the working directory)."""
