@@ -184,6 +184,43 @@ def test_steps_per_execution_4_logs_every_step_once_with_its_rate(workdir):
     assert_rates([v for _, v in mlflow_history(client, run, "train/lr")], expected_rates(cfg, 30))
 
 
+def test_the_test_curve_measures_the_model_at_its_steps_and_leaves_training_alone(workdir):
+    # The same MLP run twice, with and without trainer.test_every=4 (20 steps), and a
+    # third run that stops after 4 steps: the curve's point at step 4 is that run's test
+    # result, and the curve changes no training step or epoch metric.
+    def run(name, *overrides, batches=10, epochs=2):
+        (workdir / name).mkdir()
+        cfg = small(
+            workdir / name,
+            "model=mlp",
+            "schedule=constant",
+            *overrides,
+            batches=batches,
+            epochs=epochs,
+        )
+        results = trainer.run(cfg)
+        client, (found,) = mlflow_runs(f"sqlite:///{workdir}/{name}/mlflow.db")
+        return results, client, found
+
+    results, client, curved = run("curve", "trainer.test_every=4")
+    plain_results, plain_client, plain = run("plain")
+    short, _, _ = run("short", batches=4, epochs=1)
+
+    accuracy = mlflow_history(client, curved, "test/accuracy")
+    loss = mlflow_history(client, curved, "test/loss")
+    assert [s for s, _ in accuracy] == [4, 8, 12, 16, 20] == [s for s, _ in loss]
+    assert accuracy[-1][1] == pytest.approx(results["test/accuracy"])
+    assert accuracy[0][1] == pytest.approx(short["test/accuracy"], abs=1e-4)
+    assert loss[0][1] == pytest.approx(short["test/loss"], rel=1e-4)
+    assert [s for s, _ in mlflow_history(plain_client, plain, "test/accuracy")] == [20]
+    assert curved.data.metrics["time/test_curve_s"] > 0
+    for key in ("epoch/train_accuracy", "epoch/train_loss", "epoch/val_accuracy"):
+        assert mlflow_history(client, curved, key) == mlflow_history(plain_client, plain, key)
+    steps = [read_steps_csv(workdir / name / "run" / "steps.csv") for name in ("curve", "plain")]
+    assert [r["loss"] for r in steps[0]] == [r["loss"] for r in steps[1]]
+    assert results["test/accuracy"] == plain_results["test/accuracy"]
+
+
 def test_same_seed_same_per_step_losses(workdir):
     losses = []
     for attempt in range(2):

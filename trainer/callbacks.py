@@ -1,6 +1,7 @@
-"""The training run's small callbacks, one job each: epoch metrics, the divergence stop
-policy, the best checkpoint, early stopping that survives a resume, a Ctrl-C that stops
-between steps, and the checkpoints for `trainer.resume` (their file: `trainer.resume`).
+"""The training run's small callbacks, one job each: epoch metrics, the test curve, the
+divergence stop policy, the best checkpoint, early stopping that survives a resume, a
+Ctrl-C that stops between steps, and the checkpoints for `trainer.resume` (their file:
+`trainer.resume`).
 
 (Per-step rows: `trainer.tracking.recorder`; plateau reduction: `schedules.plateau`.)
 """
@@ -63,6 +64,49 @@ class EpochMetrics(keras.callbacks.Callback):
             epoch,
             ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in values.items()),
         )
+
+
+class TestCurve(keras.callbacks.Callback):
+    """The test set's accuracy and loss every `every` steps (`trainer.test_every`), logged
+    as `test/accuracy` and `test/loss` at the number of steps trained, for time-to-accuracy.
+
+    The run's final test metrics are logged under the same keys at its last step, so the
+    curve stops one point short of it. The evaluation is a plain forward pass
+    (`model.predict`): `evaluate` would reset the training metrics of the epoch under way.
+    Its seconds add up in `seconds`, so a benchmark can take them out of the run's time.
+    Settings must be chosen on the validation split; this curve only measures.
+
+    loss = mean over the test set of -log(max(p_y, 1e-7)), Keras' clipped cross-entropy.
+    """
+
+    def __init__(self, x, y, every, batch_size, writer, last_step):
+        super().__init__()
+        self.x, self.y = x, np.asarray(y).astype(np.int64)
+        self.every, self.batch_size, self.writer = int(every), batch_size, writer
+        self.last_step = last_step
+        self.done = 0  # steps trained at the last evaluation (a resumed run's first step)
+        self.seconds = 0.0
+        self._epoch_first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch_first_step + batch + 1  # steps trained, without a device read
+        if step // self.every > self.done // self.every and step < self.last_step:
+            self.evaluate(step)
+
+    def evaluate(self, step):
+        began = time.perf_counter()
+        probs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        picked = probs[np.arange(len(self.y)), self.y]
+        values = {
+            "test/accuracy": float(np.mean(np.argmax(probs, axis=1) == self.y)),
+            "test/loss": float(-np.mean(np.log(np.maximum(picked, 1e-7)))),
+        }
+        self.writer.scalars(values, step)
+        self.done = step
+        self.seconds += time.perf_counter() - began
 
 
 class StopOnDivergence(keras.callbacks.Callback):

@@ -78,13 +78,15 @@ def check_config(cfg: DictConfig) -> None:
     )
     need(t.models in MODELS, "trainer.models", _either(MODELS), t.models)
     need(isinstance(t.resume, bool), "trainer.resume", "true or false", t.resume)
+    for key, example in (("checkpoint_every", "'1ep'"), ("test_every", "'0.25ep'")):
+        every = t[key]
+        need(
+            every is None or (_whole(every) and every >= 1) or isinstance(every, str),
+            f"trainer.{key}",
+            f"null, a whole number of steps >= 1 or a length such as {example}",
+            every,
+        )
     every = t.checkpoint_every
-    need(
-        every is None or (_whole(every) and every >= 1) or isinstance(every, str),
-        "trainer.checkpoint_every",
-        "null, a whole number of steps >= 1 or a length in epochs such as '1ep'",
-        every,
-    )
     need(
         not (t.resume and every is None),
         "trainer.checkpoint_every",

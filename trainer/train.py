@@ -23,6 +23,7 @@ from trainer.callbacks import (
     ResumeCheckpoint,
     StopOnDivergence,
     StopOnInterrupt,
+    TestCurve,
 )
 from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
@@ -58,9 +59,11 @@ def check_objects(cfg, train_samples, build_schedule=True):
     if build_schedule and train_samples is not None:
         steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
         schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
-    if train_samples is not None and cfg.trainer.checkpoint_every is not None:
+    if train_samples is not None:
         steps_per_epoch, steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
-        to_steps("trainer.checkpoint_every", cfg.trainer.checkpoint_every, steps_per_epoch, steps)
+        for key in ("checkpoint_every", "test_every"):
+            if cfg.trainer[key] is not None:
+                to_steps(f"trainer.{key}", cfg.trainer[key], steps_per_epoch, steps)
     instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
     instantiate_checked("model", cfg.model)
     keras.backend.clear_session()
@@ -169,6 +172,14 @@ def train(
         recorder.recorded = start_step
         interrupt = StopOnInterrupt()
         callbacks = [recorder, divergence, EpochMetrics(run.writer), interrupt, *extra_callbacks]
+        curve = None
+        if t.test_every is not None:
+            every = to_steps("trainer.test_every", t.test_every, steps_per_epoch, run_steps)
+            curve = TestCurve(
+                data.x_test, data.y_test, every, t.eval_batch_size, run.writer, run_steps
+            )
+            curve.done = start_step
+            callbacks.append(curve)
         if t.checkpoint and models == "all":
             callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
         early = None
@@ -181,25 +192,13 @@ def train(
         # Stateful callbacks, saved with the model in a checkpoint for trainer.resume.
         parts = {type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state")}
         if t.checkpoint_every is not None:
-
-            def before_save(step):  # the stores hold every step before a checkpoint
-                recorder.drain(step)
-                run.writer.flush()
-
             every = to_steps(
                 "trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch, run_steps
             )
-            saver = ResumeCheckpoint(
-                checkpoint,
-                every,
-                steps_per_epoch,
-                parts,
-                before_save,
-                {"refs": run.refs, "config": resume.comparable(cfg)},
-                healthy=lambda: divergence.step is None,
+            callbacks.append(  # last: it saves after every other epoch end
+                _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch)
             )
-            saver.last = start_step
-            callbacks.append(saver)  # last: it saves after every other epoch end
+            callbacks[-1].last = start_step
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         run.writer.artifacts([run_dir / "config.yaml"])
         if saved:
@@ -211,27 +210,8 @@ def train(
 
         val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
         epochs = EpochBatches(data.x_train, data.y_train, t.batch_size, steps_per_epoch, t.seed)
-        history = {}
-        parts_of_run = _parts(start_step, steps_per_epoch, t.epochs)
         try:
-            for i, (first_epoch, last_epoch, skip) in enumerate(parts_of_run):
-                if early is not None:
-                    early.last_part = i == len(parts_of_run) - 1
-                    if i:
-                        early.restore(early.state())  # Keras' on_train_begin resets it
-                fitted = model.fit(
-                    epochs.dataset(skip),
-                    validation_data=val_ds,
-                    initial_epoch=first_epoch,
-                    epochs=last_epoch,
-                    callbacks=[epochs.callback, *callbacks],
-                    shuffle=False,  # the batches come shuffled by seed and epoch
-                    verbose=1 if sys.stdout.isatty() else 0,
-                )
-                for key, values in fitted.history.items():
-                    history.setdefault(key, []).extend(values)
-                if model.stop_training:
-                    break
+            history = _fit(model, epochs, val_ds, start_step, t.epochs, callbacks, early)
         finally:
             # Whatever ended training, every step trained so far reaches the sinks.
             recorder.drain()
@@ -241,21 +221,7 @@ def train(
             raise KeyboardInterrupt
 
         if divergence.step is not None:
-            where = f"at step {divergence.step} (learning rate {divergence.rate:.4g})"
-            run.failure = f"{divergence.reason} {where}"
-            run.writer.tags(
-                {
-                    "lrlab.failed_at_step": str(divergence.step),
-                    "lrlab.failed_at_lr": f"{divergence.rate:.6g}",
-                    "lrlab.failure": divergence.reason,
-                    "mlflow.note.content": f"Diverged: {divergence.reason} {where}. "
-                    f"{metadata.describe(cfg, names)}",
-                }
-            )
-            raise TrainingDiverged(
-                f"{run_name}: {divergence.reason} {where}; the run is marked FAILED (lower "
-                "the learning rate, or raise trainer.divergence_factor)."
-            )
+            _diverged(run, divergence, run_name, metadata.describe(cfg, names))
 
         results = model.evaluate(
             batches(data.x_test, data.y_test, t.eval_batch_size), return_dict=True, verbose=0
@@ -266,6 +232,8 @@ def train(
             {f"test/iou_class_{k}": float(v) for k, v in enumerate(ious) if not np.isnan(v)}
         )
         run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
+        if curve is not None:  # what the test curve cost, for a benchmark to take out
+            run.writer.scalars({"time/test_curve_s": curve.seconds}, recorder.recorded)
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
         kept = [run_dir / "iou_per_class.csv"]
         if models != "none":  # "best": the sweep keeps it if this trial wins
@@ -298,6 +266,69 @@ def train(
             ),
         )
         return {**final, "run_name": run_name, "refs": run.refs, "models": models}
+
+
+def _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch):
+    """The `trainer.resume` checkpoint callback: every step trained is in the stores before
+    it saves, and a diverged model is never saved."""
+
+    def before_save(step):
+        recorder.drain(step)
+        run.writer.flush()
+
+    return ResumeCheckpoint(
+        resume.path_in(Path(cfg.output_dir)),
+        every,
+        steps_per_epoch,
+        parts,
+        before_save,
+        {"refs": run.refs, "config": resume.comparable(cfg)},
+        healthy=lambda: divergence.step is None,
+    )
+
+
+def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks, early):
+    """Train from `start_step` to the end (see `_parts`); returns Keras' history, joined."""
+    steps_per_epoch = epochs.steps_per_epoch
+    history = {}
+    parts_of_run = _parts(start_step, steps_per_epoch, total_epochs)
+    for i, (first_epoch, last_epoch, skip) in enumerate(parts_of_run):
+        if early is not None:
+            early.last_part = i == len(parts_of_run) - 1
+            if i:
+                early.restore(early.state())  # Keras' on_train_begin resets it
+        fitted = model.fit(
+            epochs.dataset(skip),
+            validation_data=val_ds,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            callbacks=[epochs.callback, *callbacks],
+            shuffle=False,  # the batches come shuffled by seed and epoch
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
+        if model.stop_training:
+            break
+    return history
+
+
+def _diverged(run, divergence, run_name, description):
+    """Mark the run FAILED with the step and rate where training diverged, and raise."""
+    where = f"at step {divergence.step} (learning rate {divergence.rate:.4g})"
+    run.failure = f"{divergence.reason} {where}"
+    run.writer.tags(
+        {
+            "lrlab.failed_at_step": str(divergence.step),
+            "lrlab.failed_at_lr": f"{divergence.rate:.6g}",
+            "lrlab.failure": divergence.reason,
+            "mlflow.note.content": f"Diverged: {divergence.reason} {where}. {description}",
+        }
+    )
+    raise TrainingDiverged(
+        f"{run_name}: {divergence.reason} {where}; the run is marked FAILED (lower "
+        "the learning rate, or raise trainer.divergence_factor)."
+    )
 
 
 def _parts(start_step, steps_per_epoch, epochs):
