@@ -66,7 +66,29 @@ class EpochMetrics(keras.callbacks.Callback):
         )
 
 
-class TestCurve(keras.callbacks.Callback):
+class EveryNSteps(keras.callbacks.Callback):
+    """A callback that acts every `every` optimizer steps (`act_due` after a step), counting
+    from `start_step` (a resumed run's first step). The steps trained are counted from each
+    epoch's first step and the batch index, so a step costs no device read."""
+
+    def __init__(self, every, start_step=0):
+        super().__init__()
+        self.every = int(every)
+        self.last = start_step  # the steps trained when it last acted
+        self._epoch_first_step = start_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
+
+    def steps_done(self, batch):
+        return self._epoch_first_step + batch + 1
+
+    def due(self, step):
+        """Whether a multiple of `every` lies in (last, step]."""
+        return step // self.every > self.last // self.every
+
+
+class TestCurve(EveryNSteps):
     """The test set's accuracy and loss every `every` steps (`trainer.test_every`), logged
     as `test/accuracy` and `test/loss` at the number of steps trained, for time-to-accuracy.
 
@@ -79,21 +101,15 @@ class TestCurve(keras.callbacks.Callback):
     loss = mean over the test set of -log(max(p_y, 1e-7)), Keras' clipped cross-entropy.
     """
 
-    def __init__(self, x, y, every, batch_size, writer, last_step):
-        super().__init__()
+    def __init__(self, x, y, every, batch_size, writer, last_step, start_step=0):
+        super().__init__(every, start_step)
         self.x, self.y = x, np.asarray(y).astype(np.int64)
-        self.every, self.batch_size, self.writer = int(every), batch_size, writer
-        self.last_step = last_step
-        self.done = 0  # steps trained at the last evaluation (a resumed run's first step)
+        self.batch_size, self.writer, self.last_step = batch_size, writer, last_step
         self.seconds = 0.0
-        self._epoch_first_step = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._epoch_first_step + batch + 1  # steps trained, without a device read
-        if step // self.every > self.done // self.every and step < self.last_step:
+        step = self.steps_done(batch)
+        if self.due(step) and step < self.last_step:
             self.evaluate(step)
 
     def evaluate(self, step):
@@ -105,7 +121,7 @@ class TestCurve(keras.callbacks.Callback):
             "test/loss": float(-np.mean(np.log(np.maximum(picked, 1e-7)))),
         }
         self.writer.scalars(values, step)
-        self.done = step
+        self.last = step
         self.seconds += time.perf_counter() - began
 
 
@@ -259,7 +275,7 @@ class StopOnInterrupt(keras.callbacks.Callback):
             self._previous = None
 
 
-class ResumeCheckpoint(keras.callbacks.Callback):
+class ResumeCheckpoint(EveryNSteps):
     """Saves the checkpoint every `every` steps: after the step itself, or, when the step
     ends an epoch, after the epoch's validation and every other callback's epoch end (so it
     must come last in the callback list), so that a resumed run starts the next epoch.
@@ -273,27 +289,25 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             sinks and flushes them.
         meta: JSON-able facts saved alongside (the sinks' refs, the config).
         healthy: whether the model may be saved (False after divergence).
+        start_step: a resumed run's first step (where its checkpoint was saved).
     """
 
-    def __init__(self, path, every, steps_per_epoch, parts, before_save, meta, healthy):
-        super().__init__()
-        self.path, self.every, self.steps_per_epoch = Path(path), int(every), steps_per_epoch
+    def __init__(
+        self, path, every, steps_per_epoch, parts, before_save, meta, healthy, start_step=0
+    ):
+        super().__init__(every, start_step)
+        self.path, self.steps_per_epoch = Path(path), steps_per_epoch
         self.parts, self.before_save, self.meta = parts, before_save, meta
         self.healthy = healthy  # False once training diverged: the last good one is kept
-        self.last = 0  # the step of the last checkpoint (a resumed run's first step)
-        self._epoch_first_step = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
-        done = self._epoch_first_step + batch + 1  # without a device read
-        if done // self.every > self.last // self.every and done % self.steps_per_epoch:
+        done = self.steps_done(batch)
+        if self.due(done) and done % self.steps_per_epoch:
             self.save(done)
 
     def on_epoch_end(self, epoch, logs=None):
         done = int(self.model.optimizer.iterations.numpy())
-        if done // self.every > self.last // self.every:
+        if self.due(done):
             self.save(done)
 
     def save(self, step):

@@ -176,9 +176,14 @@ def train(
         if t.test_every is not None:
             every = to_steps("trainer.test_every", t.test_every, steps_per_epoch, run_steps)
             curve = TestCurve(
-                data.x_test, data.y_test, every, t.eval_batch_size, run.writer, run_steps
+                data.x_test,
+                data.y_test,
+                every,
+                t.eval_batch_size,
+                run.writer,
+                run_steps,
+                start_step,
             )
-            curve.done = start_step
             callbacks.append(curve)
         if t.checkpoint and models == "all":
             callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
@@ -198,7 +203,6 @@ def train(
             callbacks.append(  # last: it saves after every other epoch end
                 _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch)
             )
-            callbacks[-1].last = start_step
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         run.writer.artifacts([run_dir / "config.yaml"])
         if saved:
@@ -270,7 +274,8 @@ def train(
 
 def _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch):
     """The `trainer.resume` checkpoint callback: every step trained is in the stores before
-    it saves, and a diverged model is never saved."""
+    it saves, and a diverged model is never saved. It counts from the step the run starts
+    at (`recorder.recorded`: a resumed run's first step)."""
 
     def before_save(step):
         recorder.drain(step)
@@ -284,6 +289,7 @@ def _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch)
         before_save,
         {"refs": run.refs, "config": resume.comparable(cfg)},
         healthy=lambda: divergence.step is None,
+        start_step=recorder.recorded,
     )
 
 
