@@ -151,6 +151,7 @@ class Sweep:
     family: str  # "recipe" for the recipe
     budget: int  # epochs
     overrides: tuple
+    folder: Path | None = None  # hydra.sweep.dir (None: a search found complete, not run)
 
     @property
     def name(self):
@@ -158,15 +159,13 @@ class Sweep:
 
 
 def common(setup, name):
-    """What every sweep of the study sets: the preset, the store, what is kept. A sweep
-    started again after a cut gets a folder of its own (`name.2`)."""
-    folder = STUDY_DIR / "sweeps" / name
-    attempt = 1
-    while (folder.parent / (name if attempt == 1 else f"{name}.{attempt}")).exists():
+    """The sweep's folder and what every sweep of the study sets: the preset, the store,
+    what is kept. A sweep started again after a cut gets a folder of its own (`name.2`)."""
+    sweeps, attempt = STUDY_DIR / "sweeps", 1
+    while (sweeps / (name if attempt == 1 else f"{name}.{attempt}")).exists():
         attempt += 1
-    if attempt > 1:
-        name = f"{name}.{attempt}"
-    return (
+    folder = sweeps / (name if attempt == 1 else f"{name}.{attempt}")
+    return folder, (
         f"experiment={SETUPS[setup].preset}",
         f"tracking.uri=sqlite:///{STUDY_DIR}/mlflow.db",
         f"tracking.experiment=lrlab-study-{setup}",
@@ -175,7 +174,7 @@ def common(setup, name):
         "trainer.checkpoint=false",
         "trainer.checkpoint_every=null",  # a sweep resumes by the sweep, not by the run
         "optimized_metric=val/accuracy",
-        f"hydra.sweep.dir={STUDY_DIR}/sweeps/{name}",
+        f"hydra.sweep.dir={folder}",
         "hydra.sweep.subdir=${hydra.job.num}",
     )
 
@@ -184,8 +183,9 @@ def search_sweep(setup, family, trials):
     f, s = FAMILIES[family], SETUPS[setup]
     name = f"{setup}-search-{family}-{s.search_epochs}ep"
     space = {**({"optimizer.learning_rate": s.rate_space} if f.rate else {}), **f.space}
+    folder, settings = common(setup, name)
     overrides = (
-        *common(setup, name),
+        *settings,
         *f.fixed,
         f"trainer.epochs={s.search_epochs}",
         "hydra/sweeper=lrlab_optuna",
@@ -198,7 +198,7 @@ def search_sweep(setup, family, trials):
         "hydra.sweeper.pruner.n_warmup_steps=0",  # may prune after the first epoch
         *(f"{key}={value}" for key, value in space.items()),
     )
-    return Sweep("search", setup, family, s.search_epochs, overrides)
+    return Sweep("search", setup, family, s.search_epochs, overrides, folder)
 
 
 def settings_for(setup, family, best, budget):
@@ -217,15 +217,16 @@ def train_sweep(phase, setup, family, budget, best, curve):
     fixed = () if family == "recipe" else FAMILIES[family].fixed
     if phase.startswith("rules-"):  # the range test's other suggestion rules
         fixed = (*fixed, f"lr_find.suggestion={phase.removeprefix('rules-')}")
+    folder, settings = common(setup, name)
     overrides = (
-        *common(setup, name),
+        *settings,
         *fixed,
         *settings_for(setup, family, best, budget),
         f"trainer.epochs={budget}",
         "trainer.seed=" + ",".join(str(seed) for seed in SEEDS),
         *((f"trainer.test_every={CURVE_EVERY}",) if curve else ()),
     )
-    return Sweep(phase, setup, family, budget, overrides)
+    return Sweep(phase, setup, family, budget, overrides, folder)
 
 
 # --- progress -------------------------------------------------------------------------------
@@ -238,14 +239,8 @@ def finished():
 
 
 def record(sweep, started, rc):
-    sweep_dir = Path(
-        next(o for o in sweep.overrides if o.startswith("hydra.sweep.dir=")).split("=", 1)[1]
-    )
-    info = (
-        json.loads((sweep_dir / "sweep.json").read_text())
-        if (sweep_dir / "sweep.json").exists()
-        else {}
-    )
+    summary = sweep.folder / "sweep.json" if sweep.folder else None
+    info = json.loads(summary.read_text()) if summary and summary.exists() else {}
     entry = {
         "name": sweep.name,
         "phase": sweep.phase,
@@ -264,13 +259,10 @@ def record(sweep, started, rc):
 
 def launch(sweep):
     """Run one sweep to its end (its log in the sweep folder); record it."""
-    folder = Path(
-        next(o for o in sweep.overrides if o.startswith("hydra.sweep.dir=")).split("=", 1)[1]
-    )
-    folder.mkdir(parents=True, exist_ok=True)
+    sweep.folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     log.info("%s: python -m trainer -m %s", sweep.name, " ".join(sweep.overrides))
-    with (folder / "sweep.log").open("a") as out:
+    with (sweep.folder / "sweep.log").open("a") as out:
         rc = subprocess.call(
             [sys.executable, "-m", "trainer", "-m", *sweep.overrides],
             cwd=ROOT,
