@@ -13,9 +13,13 @@ after the other (the Fashion-MNIST MLP first: it is four times cheaper):
    `search_epochs`, choosing on val/accuracy (TPE seeded 42, median pruning after the first
    epoch), the same space for the peak rate in every family.
 3. retrain: each family's best settings at 1, 2 and 3 epochs, seeds 1, 2, 3.
-4. rules: the `auto` families again at 3 epochs with the range test's other suggestion
-   rules (`OTHER_RULES`), to see which rule suits which key.
+4. rules: the `auto` families (their retrains use the rule `BASE_RULE`) again at 3 epochs
+   with the range test's other suggestion rules (`OTHER_RULES`), to see which rule suits
+   which key.
 5. long: the best `LONG_FAMILIES` families (mean val/accuracy at 3 epochs) at 5 and 10 epochs.
+
+Steps 3 to 5 run in the order of `after_search`: what the range test's rules are measured
+against first, so that the rule choice has its evidence early.
 
 The model, optimizer, batch size and data stay the preset's: only the schedule changes.
 Lengths are given in `dur` (fractions of the run) so that settings found at the search's
@@ -58,8 +62,9 @@ SEEDS = (1, 2, 3)
 BUDGETS = (1, 2, 3)
 LONG_BUDGETS = (5, 10)
 LONG_FAMILIES = 3
-# The range test's other rules, tried on the `auto` families at the longest retrain budget
-# (the default rule, valley, is their retrain itself).
+# The range test's rule of the `auto` families' retrains and long runs (lr_find's default
+# when the study began), and the other rules, tried on them at the longest retrain budget.
+BASE_RULE = "valley"
 OTHER_RULES = ("steepest", "minimum")
 CURVE_EVERY = "0.25ep"
 
@@ -87,6 +92,7 @@ class Family:
     fixed: tuple
     space: dict = field(default_factory=dict)
     rate: bool = True  # whether the peak rate is searched (not with max_lr=auto)
+    twin: str | None = None  # an `auto` family: the tuned family it is measured against
 
 
 DURATIONS = "choice(0.125dur, 0.25dur, 0.5dur)"
@@ -135,9 +141,13 @@ FAMILIES = {
         {"schedule.step_size": DURATIONS, "schedule.gamma": "interval(0.9990, 0.99999)"},
     ),
     "one_cycle": Family(("schedule=one_cycle",), ONE_CYCLE),
-    "one_cycle_auto": Family(("schedule=one_cycle", "schedule.max_lr=auto"), ONE_CYCLE, rate=False),
+    "one_cycle_auto": Family(
+        ("schedule=one_cycle", "schedule.max_lr=auto"), ONE_CYCLE, rate=False, twin="one_cycle"
+    ),
     # The range test's suggestion as it is: nothing left to search.
-    "cosine_auto": Family(("schedule=cosine", "schedule.initial_lr=auto"), rate=False),
+    "cosine_auto": Family(
+        ("schedule=cosine", "schedule.initial_lr=auto"), rate=False, twin="cosine"
+    ),
 }
 
 
@@ -215,8 +225,9 @@ def settings_for(setup, family, best, budget):
 def train_sweep(phase, setup, family, budget, best, curve):
     name = f"{setup}-{phase}-{family}-{budget}ep"
     fixed = () if family == "recipe" else FAMILIES[family].fixed
-    if phase.startswith("rules-"):  # the range test's other suggestion rules
-        fixed = (*fixed, f"lr_find.suggestion={phase.removeprefix('rules-')}")
+    if family != "recipe" and FAMILIES[family].twin:  # the range test's rule, named
+        rule = phase.removeprefix("rules-") if phase.startswith("rules-") else BASE_RULE
+        fixed = (*fixed, f"lr_find.suggestion={rule}")
     folder, settings = common(setup, name)
     overrides = (
         *settings,
@@ -328,6 +339,48 @@ def best_settings(setup, family):
 
 
 # --- what to run next -----------------------------------------------------------------------
+def after_search(setup):
+    """The setup's train sweeps once its searches are done, in running order (lazy: the long
+    runs' families come from the retrains before them):
+
+    - the longest retrain of the `auto` families and of the tuned ones they are measured
+      against, then the range test's other rules: the evidence for the rule choice first;
+    - the longest retrain of the other families (they choose the long runs' families);
+    - the shorter retrain budgets; the long runs.
+    """
+    auto = [f for f in FAMILIES if FAMILIES[f].twin]
+    compared = [*(FAMILIES[f].twin for f in auto), *auto]
+    first, rest = max(BUDGETS), sorted(BUDGETS)[:-1]
+    order = [*compared, *(f for f in FAMILIES if f not in compared)]
+    for family, budget in [(f, first) for f in compared]:
+        yield from _retrain(setup, family, budget)
+    for family in auto:
+        best = best_settings(setup, family)
+        for rule in OTHER_RULES:
+            if best is not None:
+                yield train_sweep(f"rules-{rule}", setup, family, first, best, False)
+    for family in order[len(compared) :]:
+        yield from _retrain(setup, family, first)
+    for budget in rest:
+        for family in order:
+            yield from _retrain(setup, family, budget)
+    from bench.study_report import rank
+
+    for family in rank(setup)[:LONG_FAMILIES]:
+        best = best_settings(setup, family)
+        for budget in LONG_BUDGETS:
+            yield train_sweep("long", setup, family, budget, best, budget == max(LONG_BUDGETS))
+
+
+def _retrain(setup, family, budget):
+    best = best_settings(setup, family)
+    sweep = train_sweep("retrain", setup, family, budget, best or {}, budget == max(BUDGETS))
+    if best is None:
+        log.warning("%s: its search finished no trial; left out", sweep.name)
+        return
+    yield sweep
+
+
 def next_sweep(look_only=False):
     """The next sweep of the study, or None when it is complete. Lazy: the long runs need
     the retrain results to choose their families. `look_only`: change nothing (a study may
@@ -344,33 +397,9 @@ def next_sweep(look_only=False):
                 if left or look_only:
                     return search_sweep(setup, family, left)
                 record(Sweep("search", setup, family, s.search_epochs, ()), time.time(), 0)
-        for family in FAMILIES:
-            best = best_settings(setup, family)
-            for budget in BUDGETS:
-                sweep = train_sweep(
-                    "retrain", setup, family, budget, best or {}, budget == max(BUDGETS)
-                )
-                if sweep.name not in done:
-                    if best is None:
-                        log.warning("%s: its search finished no trial; left out", sweep.name)
-                        continue
-                    return sweep
-        for family in (f for f in FAMILIES if not FAMILIES[f].rate):
-            best = best_settings(setup, family)
-            for rule in OTHER_RULES:
-                sweep = train_sweep(f"rules-{rule}", setup, family, max(BUDGETS), best or {}, False)
-                if sweep.name not in done and best is not None:
-                    return sweep
-        from bench.study_report import rank
-
-        for family in rank(setup)[:LONG_FAMILIES]:
-            best = best_settings(setup, family)
-            for budget in LONG_BUDGETS:
-                sweep = train_sweep(
-                    "long", setup, family, budget, best, budget == max(LONG_BUDGETS)
-                )
-                if sweep.name not in done:
-                    return sweep
+        for sweep in after_search(setup):
+            if sweep.name not in done:
+                return sweep
     return None
 
 

@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 
 from bench.study import (
+    BASE_RULE,
     BUDGETS,
     FAMILIES,
     INTERRUPTED,
@@ -245,18 +246,15 @@ def summarise(setup, trained, searched):
     return out
 
 
-TUNED_TWIN = {"one_cycle_auto": "one_cycle", "cosine_auto": "cosine"}
-
-
 def rules(sweeps, out):
     """What each range-test rule is worth: per `auto` family and rule, the rate it chose
     and the 3-epoch test accuracy, against the tuned twin family at the same budget."""
     budget = max(BUDGETS)
     found = {}
-    for family, twin in TUNED_TWIN.items():
+    for family, twin in ((f, FAMILIES[f].twin) for f in FAMILIES if FAMILIES[f].twin):
         tuned = out["families"].get(twin, {}).get("budgets", {}).get(str(budget))
-        for rule in ("valley", *OTHER_RULES):
-            phase = "retrain" if rule == "valley" else f"rules-{rule}"
+        for rule in (BASE_RULE, *OTHER_RULES):
+            phase = "retrain" if rule == BASE_RULE else f"rules-{rule}"
             sweep = sweeps.get((phase, family, budget))
             if not sweep or not sweep["runs"]:
                 continue
