@@ -11,7 +11,7 @@ from schedules import RangeTest
 from tests.project import DATASETS
 from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
 from trainer.data import IdxDataset, batches
-from trainer.lr_find import range_test, suggest
+from trainer.lr_find import range_test, smooth, suggest
 from trainer.models import mlp
 
 
@@ -73,6 +73,12 @@ def test_divergence_stops_the_sweep_early(fashion):
     best = np.minimum.accumulate(result.smoothed)
     assert result.smoothed[-1] > 4 * best[-2]
     assert np.all(result.smoothed[1:-1] <= 4 * best[:-2])
+
+
+def test_a_recorded_sweep_smoothed_again_gives_the_sweeps_own_curve(fashion):
+    result = sweep(seeded_mlp(), fashion, min_lr=1e-5, max_lr=10.0, num_steps=120)
+    np.testing.assert_allclose(smooth(result.losses, 0.98), result.smoothed, rtol=1e-12)
+    assert np.isnan(smooth(np.array([2.3, 2.2, np.inf, 1.0]), 0.9)[2:]).all()
 
 
 def test_a_non_finite_loss_stops_the_sweep(fashion):

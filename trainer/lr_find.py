@@ -83,6 +83,19 @@ def suggest(lrs, smoothed):
     return out
 
 
+def smooth(losses, beta):
+    """The sweep's smoothed loss: `avg_k / (1 - beta**(k+1))` with `avg_k = beta avg_(k-1) +
+    (1 - beta) loss_k`, NaN from the first non-finite loss on (as `_DivergenceWatch` keeps it
+    step by step); for looking at a recorded sweep with another smoothing."""
+    out, avg = np.full(len(losses), np.nan), 0.0
+    for k, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            break
+        avg = beta * avg + (1 - beta) * loss
+        out[k] = avg / (1 - beta ** (k + 1))
+    return out
+
+
 class _DivergenceWatch(keras.callbacks.Callback):
     """Smooths each step's batch loss as it comes, and stops the sweep when the smoothed loss
     exceeds `factor` x its best, or the loss is non-finite.
