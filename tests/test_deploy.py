@@ -436,12 +436,14 @@ def ray_nodes(workdir, datasets, team_server):
             )
         yield env
     finally:
+        # Killed, not stopped: a `ray start --block` told to terminate stops its processes
+        # one by one with a grace period each (about 40 s here), which tests nothing.
+        ray = str(Path(sys.executable).parent / "ray")
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
         for node, log in nodes:
             node.terminate()
             node.wait(timeout=60)
             log.close()
-        ray = str(Path(sys.executable).parent / "ray")
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_server, ray_nodes):
