@@ -50,10 +50,11 @@ class RangeTestResult:
 def suggest(lrs, smoothed):
     """Three suggestions from a range test (NaN where the curve gives none).
 
-    - valley (the default): in the longest stretch where the smoothed loss keeps falling,
-      the rate two thirds down the stretch (fastai's `valley`, robust on noisy curves);
-    - steepest: where the smoothed loss falls fastest against log rate, from the
-      `SETTLING_STEPS`-th step (before it the average holds too few batches) to its minimum;
+    - steepest (the default): where the smoothed loss falls fastest against log rate, from
+      the `SETTLING_STEPS`-th step (before it the average holds too few batches) to its
+      minimum;
+    - valley: in the longest stretch where the smoothed loss keeps falling, the rate half
+      way down the stretch (fastai's `valley`);
     - minimum: the rate at the smoothed loss's minimum, divided by 10.
     """
     finite = np.isfinite(smoothed)
@@ -187,7 +188,7 @@ def range_test(
     return result
 
 
-def plot(result, path, title="", chosen="valley"):
+def plot(result, path, title="", chosen="steepest"):
     """Loss (batch and smoothed) against the rate, log x, with the suggestions marked."""
     import matplotlib
 
