@@ -306,12 +306,13 @@ def cell(budget):
     return text
 
 
-def settings_text(fam):
+def settings_text(family, fam):
     best = (fam.get("search") or {}).get("best_settings")
-    if not best:
+    # The `auto` rows' rate: the range test's suggestion by the rule the study pinned.
+    parts = [f"rate from the range test ({BASE_RULE})"] if FAMILIES[family].twin else []
+    if not best and not parts:
         return "—"
-    parts = []
-    for key, value in best.items():
+    for key, value in (best or {}).items():
         short = key.split(".")[-1]
         parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
     return ", ".join(parts)
@@ -354,7 +355,7 @@ def tables(results):
                 + " | ".join(
                     [
                         f"`{family}`",
-                        settings_text(fam),
+                        settings_text(family, fam),
                         *(cell(b.get(str(e))) for e in (1, 2, 3, 5, 10)),
                         reach_text if b else "",
                         speed,
