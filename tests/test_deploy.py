@@ -446,6 +446,7 @@ def ray_nodes(workdir, datasets, team_server):
             log.close()
 
 
+@pytest.mark.slow  # two Ray nodes and the team server: about 80 s; CI runs it with -m slow
 def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_server, ray_nodes):
     # The sweep is launched with the cluster's token and the launching user's own account;
     # the trials log as the account the Ray nodes carry.

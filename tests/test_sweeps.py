@@ -390,6 +390,7 @@ def ray_head(workdir, datasets):
     subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow  # a Ray cluster's start and stop: about 35 s; CI runs it with -m slow
 def test_a_sweep_on_a_ray_cluster(workdir, ray_head):
     # No tracking.uri: the launching process logs to its default, ./mlflow.db, and the trials,
     # which run in the Ray node's own folder, must log there too, beside their parent.
