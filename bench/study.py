@@ -381,10 +381,10 @@ def _retrain(setup, family, budget):
     yield sweep
 
 
-def next_sweep(look_only=False):
+def next_sweep():
     """The next sweep of the study, or None when it is complete. Lazy: the long runs need
-    the retrain results to choose their families. `look_only`: change nothing (a study may
-    be running)."""
+    the retrain results to choose their families. A search found complete is recorded, and
+    trials a killed sweep left running are marked (`trials_left`)."""
     done = finished()
     for setup, s in SETUPS.items():
         recipe = train_sweep("recipe", setup, "recipe", 10, {}, curve=True)
@@ -393,8 +393,8 @@ def next_sweep(look_only=False):
         for family, f in FAMILIES.items():
             name = f"{setup}-search-{family}-{s.search_epochs}ep"
             if (f.rate or f.space) and name not in done:
-                left = trials_left(name, mark=not look_only)
-                if left or look_only:
+                left = trials_left(name)
+                if left:
                     return search_sweep(setup, family, left)
                 record(Sweep("search", setup, family, s.search_epochs, ()), time.time(), 0)
         for sweep in after_search(setup):
@@ -403,17 +403,55 @@ def next_sweep(look_only=False):
     return None
 
 
+def still_to_run():
+    """Every sweep not yet done, in running order, as far as the results so far decide them
+    (the long runs' families come from the 3-epoch retrains). Starts nothing."""
+    done = finished()
+    for setup, s in SETUPS.items():
+        recipe = train_sweep("recipe", setup, "recipe", 10, {}, curve=True)
+        if recipe.name not in done:
+            yield recipe
+        for family, f in FAMILIES.items():
+            name = f"{setup}-search-{family}-{s.search_epochs}ep"
+            if (f.rate or f.space) and name not in done:
+                left = trials_left(name, mark=False)
+                if left:
+                    yield search_sweep(setup, family, left)
+        yield from (sweep for sweep in after_search(setup) if sweep.name not in done)
+
+
+def seconds_per_epoch():
+    """{setup: wall seconds per run-epoch} of the sweeps done (start-up included)."""
+    seconds, epochs = {}, {}
+    for r in finished().values():
+        runs = len(SEEDS) if r["phase"] != "search" else SEARCH_TRIALS
+        if r["rc"] == 0 and r["seconds"] > 0:
+            seconds[r["setup"]] = seconds.get(r["setup"], 0) + r["seconds"]
+            epochs[r["setup"]] = epochs.get(r["setup"], 0) + runs * r["budget"]
+    return {setup: seconds[setup] / epochs[setup] for setup in seconds}
+
+
+def plan():
+    """Log the sweeps still to run, each with its estimated time, and the total."""
+    rate, total = seconds_per_epoch(), 0.0
+    for sweep in still_to_run():
+        runs = len(SEEDS) if sweep.phase != "search" else SEARCH_TRIALS
+        estimate = rate.get(sweep.setup, 0) * runs * sweep.budget
+        total += estimate
+        log.info("to run: %s (about %.0f min)", sweep.name, estimate / 60)
+    log.info("about %.1f h of sweeps still to run (at the pace of those done)", total / 3600)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", action="store_true", help="only write the results")
-    parser.add_argument("--plan", action="store_true", help="only say what runs next")
+    parser.add_argument("--plan", action="store_true", help="only list what is left to run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     STUDY_DIR.mkdir(parents=True, exist_ok=True)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     if args.plan:
-        sweep = next_sweep(look_only=True)
-        log.info("next: %s", sweep.name if sweep else "nothing, the study is complete")
+        plan()
         return
     if not args.report:
         while (sweep := next_sweep()) is not None:
