@@ -1,5 +1,7 @@
-"""bench/study.py's bookkeeping: settings carried across budgets, resuming a cut search."""
+"""bench/study.py's bookkeeping: settings carried across budgets, resuming a cut search, the
+order after the searches."""
 
+import itertools
 import math
 
 import pytest
@@ -57,3 +59,24 @@ def test_time_to_accuracy_reads_the_mean_curve_of_the_seeds():
     ]
     assert report.first_reach(curve, 0.85) == 200
     assert report.first_reach(curve, 0.95) is None
+
+
+def test_after_the_searches_the_range_test_evidence_runs_first():
+    # The committed state of the study: the 3-epoch runs of the auto families and of their
+    # tuned twins, then the other rules; the auto families always name their rule, so a
+    # change of lr_find's default cannot change the study under way.
+    first = list(itertools.islice(study.after_search("fashion_mlp"), 8))
+    assert [s.name for s in first] == [
+        "fashion_mlp-retrain-one_cycle-3ep",
+        "fashion_mlp-retrain-cosine-3ep",
+        "fashion_mlp-retrain-one_cycle_auto-3ep",
+        "fashion_mlp-retrain-cosine_auto-3ep",
+        "fashion_mlp-rules-steepest-one_cycle_auto-3ep",
+        "fashion_mlp-rules-minimum-one_cycle_auto-3ep",
+        "fashion_mlp-rules-steepest-cosine_auto-3ep",
+        "fashion_mlp-rules-minimum-cosine_auto-3ep",
+    ]
+    rules = [[o for o in s.overrides if o.startswith("lr_find.suggestion=")] for s in first]
+    named = [f"lr_find.suggestion={r}" for r in ("valley", "steepest", "minimum")]
+    assert rules == [[], [], [named[0]], [named[0]], [named[1]], [named[2]], [named[1]], [named[2]]]
+    assert all(s.folder.name.startswith(s.name) for s in first)
