@@ -189,9 +189,13 @@ def common(setup, name):
     )
 
 
+def search_name(setup, family):
+    return f"{setup}-search-{family}-{SETUPS[setup].search_epochs}ep"
+
+
 def search_sweep(setup, family, trials):
     f, s = FAMILIES[family], SETUPS[setup]
-    name = f"{setup}-search-{family}-{s.search_epochs}ep"
+    name = search_name(setup, family)
     space = {**({"optimizer.learning_rate": s.rate_space} if f.rate else {}), **f.space}
     folder, settings = common(setup, name)
     overrides = (
@@ -327,10 +331,10 @@ def trials_left(name, mark=True):
 def best_settings(setup, family):
     """The best trial's settings ({key: value}) of a family's search; {} with nothing to
     search; None while the search has no finished trial."""
-    f, s = FAMILIES[family], SETUPS[setup]
+    f = FAMILIES[family]
     if not f.rate and not f.space:
         return {}
-    study = optuna_study(f"{setup}-search-{family}-{s.search_epochs}ep")
+    study = optuna_study(search_name(setup, family))
     from optuna.trial import TrialState
 
     if study is None or not study.get_trials(states=(TrialState.COMPLETE,)):
@@ -381,53 +385,44 @@ def _retrain(setup, family, budget):
     yield sweep
 
 
-def next_sweep():
-    """The next sweep of the study, or None when it is complete. Lazy: the long runs need
-    the retrain results to choose their families. A search found complete is recorded, and
-    trials a killed sweep left running are marked (`trials_left`)."""
-    done = finished()
-    for setup, s in SETUPS.items():
-        recipe = train_sweep("recipe", setup, "recipe", 10, {}, curve=True)
-        if recipe.name not in done:
-            return recipe
-        for family, f in FAMILIES.items():
-            name = f"{setup}-search-{family}-{s.search_epochs}ep"
-            if (f.rate or f.space) and name not in done:
-                left = trials_left(name)
-                if left:
-                    return search_sweep(setup, family, left)
-                record(Sweep("search", setup, family, s.search_epochs, ()), time.time(), 0)
-        for sweep in after_search(setup):
-            if sweep.name not in done:
-                return sweep
-    return None
-
-
-def still_to_run():
+def still_to_run(look_only=True):
     """Every sweep not yet done, in running order, as far as the results so far decide them
-    (the long runs' families come from the 3-epoch retrains). Starts nothing."""
+    (lazy: the long runs' families come from the 3-epoch retrains). `look_only`: start and
+    change nothing (a study may be running); else a search found complete is recorded, and
+    trials a killed sweep left running are marked (`trials_left`)."""
     done = finished()
     for setup, s in SETUPS.items():
         recipe = train_sweep("recipe", setup, "recipe", 10, {}, curve=True)
         if recipe.name not in done:
             yield recipe
         for family, f in FAMILIES.items():
-            name = f"{setup}-search-{family}-{s.search_epochs}ep"
+            name = search_name(setup, family)
             if (f.rate or f.space) and name not in done:
-                left = trials_left(name, mark=False)
+                left = trials_left(name, mark=not look_only)
                 if left:
                     yield search_sweep(setup, family, left)
+                elif not look_only:
+                    record(Sweep("search", setup, family, s.search_epochs, ()), time.time(), 0)
         yield from (sweep for sweep in after_search(setup) if sweep.name not in done)
+
+
+def next_sweep():
+    """The next sweep of the study, or None when it is complete."""
+    return next(still_to_run(look_only=False), None)
+
+
+def runs_of(phase):
+    """How many runs a sweep of `phase` trains."""
+    return SEARCH_TRIALS if phase == "search" else len(SEEDS)
 
 
 def seconds_per_epoch():
     """{setup: wall seconds per run-epoch} of the sweeps done (start-up included)."""
     seconds, epochs = {}, {}
     for r in finished().values():
-        runs = len(SEEDS) if r["phase"] != "search" else SEARCH_TRIALS
         if r["rc"] == 0 and r["seconds"] > 0:
             seconds[r["setup"]] = seconds.get(r["setup"], 0) + r["seconds"]
-            epochs[r["setup"]] = epochs.get(r["setup"], 0) + runs * r["budget"]
+            epochs[r["setup"]] = epochs.get(r["setup"], 0) + runs_of(r["phase"]) * r["budget"]
     return {setup: seconds[setup] / epochs[setup] for setup in seconds}
 
 
@@ -435,8 +430,7 @@ def plan():
     """Log the sweeps still to run, each with its estimated time, and the total."""
     rate, total = seconds_per_epoch(), 0.0
     for sweep in still_to_run():
-        runs = len(SEEDS) if sweep.phase != "search" else SEARCH_TRIALS
-        estimate = rate.get(sweep.setup, 0) * runs * sweep.budget
+        estimate = rate.get(sweep.setup, 0) * runs_of(sweep.phase) * sweep.budget
         total += estimate
         log.info("to run: %s (about %.0f min)", sweep.name, estimate / 60)
     log.info("about %.1f h of sweeps still to run (at the pace of those done)", total / 3600)

@@ -27,6 +27,7 @@ from bench.study import (
     STUDY_DIR,
     finished,
     optuna_study,
+    search_name,
 )
 
 log = logging.getLogger("bench.study")
@@ -178,7 +179,7 @@ def summarise(setup, trained, searched):
         fam = {
             "search_parent_run_ids": [e["parent_run_id"] for e in searches if e["parent_run_id"]]
         }
-        study = optuna_study(f"{setup}-search-{family}-{s.search_epochs}ep") if searches else None
+        study = optuna_study(search_name(setup, family)) if searches else None
         if study is not None:
             from optuna.trial import TrialState
 
