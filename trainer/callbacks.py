@@ -67,7 +67,7 @@ class EpochMetrics(keras.callbacks.Callback):
 
 
 class EveryNSteps(keras.callbacks.Callback):
-    """A callback that acts every `every` optimizer steps (`act_due` after a step), counting
+    """A callback that acts every `every` optimizer steps (when `due` after a step), counting
     from `start_step` (a resumed run's first step). The steps trained are counted from each
     epoch's first step and the batch index, so a step costs no device read."""
 
