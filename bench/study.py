@@ -33,7 +33,8 @@ command again and it goes on with the next one. A search cut short continues its
 study (`bench/results/study/optuna.db`) with the trials it still lacks. The MLflow store
 (`outputs/study/mlflow.db`, about 1 GB) stays on the machine that ran the sweeps; what the
 report needs of each sweep's runs is kept in `bench/results/study/runs.jsonl` once read, so
-the study resumes and reports on a fresh clone.
+the study resumes and reports on a fresh clone; `--report` also makes of it the small MLflow
+store committed beside it (`bench/study_archive.py`), where a reader opens the runs.
 """
 
 from __future__ import annotations

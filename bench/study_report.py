@@ -1,9 +1,11 @@
 """The study's results, read back from its MLflow store: `bench/results/study.json`, the
 tables of `docs/results.md` (between its markers) and the plots in `docs/img/`.
 
-Every number comes from the runs of the sweeps in `outputs/study/progress.jsonl`: a run's
-final `test/accuracy` and `val/accuracy` (its last `epoch/val_accuracy`), its test curve
-(`test/accuracy` at every `trainer.test_every`), `train/lr` per step, and its time.
+Every number comes from the runs of the sweeps in `bench/results/study/progress.jsonl`: a
+run's final `test/accuracy` and `val/accuracy` (its last `epoch/val_accuracy`), its test
+curve (`test/accuracy` at every `trainer.test_every`), `train/lr` per step, and its time.
+The report also brings the committed archive of the runs (`bench/study_archive.py`) up to
+date, where the doc's parent runs open by name.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bench.study import (
     optuna_study,
     search_name,
 )
+from bench.study_archive import archive
 
 log = logging.getLogger("bench.study")
 RESULTS = ROOT / "bench" / "results" / "study.json"
@@ -169,6 +172,7 @@ def summarise(setup, trained, searched):
         out["recipe"] = {
             "test_accuracy_10ep": acc,
             "parent_run_id": recipe["parent_run_id"],
+            "sweep": f"{setup}-recipe-recipe-10ep",
             "steps_to_target": first_reach(curve, target),
             "seconds": mean_std(r["seconds"] for r in recipe["runs"]),
         }
@@ -243,6 +247,7 @@ def summarise(setup, trained, searched):
             "test_accuracy": out["families"][winner]["budgets"][str(top)]["seeds"].get(seed),
             "test_accuracy_mean": out["families"][winner]["budgets"][str(top)]["test_accuracy"],
             "parent_run_id": entry["parent_run_id"],
+            "sweep": entry["name"],
         }
     return out
 
@@ -274,6 +279,7 @@ def rules(sweeps, out):
 
 def report():
     trained, searched = collect()
+    archive()
     results = {
         "setups": {setup: summarise(setup, trained, searched) for setup in SETUPS},
         "search_trials_per_family": SEARCH_TRIALS,
@@ -329,7 +335,7 @@ def tables(results):
             lines.append(
                 f"The recipe as it is, 10 epochs, seeds 1-3: **{pct(r['test_accuracy_10ep'])} %** "
                 f"test accuracy (stated: {100 * out['classic_stated']:.2f} %), "
-                f"{r['seconds']['mean']:.0f} s a run; parent run `{r['parent_run_id']}`. "
+                f"{r['seconds']['mean']:.0f} s a run; parent run `{r['sweep']}`. "
                 f"Time-to-accuracy below counts the steps until the mean test curve of a "
                 f"schedule first reaches {100 * target:.2f} %; the recipe's own curve reaches it "
                 f"at step {r['steps_to_target']}."
@@ -389,7 +395,7 @@ def tables(results):
             lines.append(
                 f"Winner on validation: `{w['family']}` at {w['epochs']} epochs, "
                 f"{pct(w['test_accuracy_mean'])} % test accuracy over 3 seeds; parent run "
-                f"`{w['parent_run_id']}`. To reproduce seed 1 "
+                f"`{w['sweep']}`. To reproduce seed 1 "
                 f"({100 * (w['test_accuracy'] or 0):.2f} %): "
                 f"`python -m trainer {' '.join(w['overrides'])}`"
             )

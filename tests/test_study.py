@@ -80,3 +80,95 @@ def test_after_the_searches_the_range_test_evidence_runs_first():
     named = [f"lr_find.suggestion={r}" for r in ("valley", "steepest", "minimum")]
     assert rules == [[], [], [named[0]], [named[0]], [named[1]], [named[2]], [named[1]], [named[2]]]
     assert all(s.folder.name.startswith(s.name) for s in first)
+
+
+def test_the_archive_holds_every_sweep_once_with_its_runs(tmp_path, monkeypatch):
+    """The committed store the doc's parent runs open in: a parent per sweep, named as the
+    sweep, with its runs (training seeds, search trials) under it; a second pass adds none."""
+    import json
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from bench import study_archive
+
+    monkeypatch.setattr(study, "STATE_DIR", tmp_path)
+    common = ["experiment=mnist_cnn_cosine", f"hydra.sweep.dir={study.STUDY_DIR}/sweeps/x"]
+    search = {
+        "name": "mnist_cnn-search-cosine-2ep",
+        "phase": "search",
+        "family": "cosine",
+        "budget": 2,
+        "overrides": [*common, "optimizer.learning_rate=tag(log, interval(0.0001, 0.01))"],
+    }
+    retrain = {
+        "name": "mnist_cnn-retrain-cosine-3ep",
+        "phase": "retrain",
+        "family": "cosine",
+        "budget": 3,
+        "overrides": [*common, "optimizer.learning_rate=0.008", "trainer.seed=1,2,3"],
+    }
+    with (tmp_path / "progress.jsonl").open("w") as f:
+        for i, entry in enumerate((search, retrain)):
+            entry.update(setup="mnist_cnn", parent_run_id=f"p{i}", rc=0, seconds=90.0)
+            f.write(json.dumps(entry) + "\n")
+    made = optuna.create_study(
+        study_name=search["name"], storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize"
+    )
+    for value in (0.98, 0.99):
+        trial = made.ask(
+            {
+                "optimizer.learning_rate": optuna.distributions.FloatDistribution(
+                    1e-4, 1e-2, log=True
+                )
+            }
+        )
+        trial.report(value - 0.01, 1719)
+        made.tell(trial, value)
+    runs = [
+        {
+            "run_id": f"r{seed}",
+            "status": "FINISHED",
+            "seed": seed,
+            "test_accuracy": 0.99 + seed / 1000,
+            "val_accuracy": 0.989,
+            "steps": 5157,
+            "curve": [[1289, 0.98], [5157, 0.99 + seed / 1000]],
+            "seconds": 60.0,
+            "suggested_lr": float("nan"),
+            "lr": [[0, 0.008], [5157, 0.0]],
+        }
+        for seed in (1, 2, 3)
+    ]
+    runs_file = tmp_path / "runs.jsonl"
+    runs_file.write_text(json.dumps({"parent_run_id": "p1", "runs": runs}) + "\n")
+
+    path = tmp_path / "archive.db"
+    assert study_archive.archive(path, runs_file) == 2
+    client = MlflowClient(f"sqlite:///{path}")
+    experiment = client.get_experiment_by_name("lrlab-study-mnist_cnn").experiment_id
+    parents = {
+        r.info.run_name: r
+        for r in client.search_runs([experiment], "tags.`lrlab.study.sweep` != ''")
+    }
+    assert set(parents) == {search["name"], retrain["name"]}
+    trained = parents[retrain["name"]]
+    assert trained.data.params["optimizer.learning_rate"] == "0.008"
+    assert "hydra.sweep.dir" not in trained.data.params  # this machine's folders stay out
+    assert trained.data.tags["lrlab.study.source_run_id"] == "p1"
+    assert trained.info.end_time - trained.info.start_time == 90_000
+
+    def kids(parent):
+        return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+
+    seeds = {r.data.params["trainer.seed"]: r for r in kids(trained)}
+    assert sorted(seeds) == ["1", "2", "3"]
+    curve = client.get_metric_history(seeds["2"].info.run_id, "test/accuracy")
+    assert [(m.step, m.value) for m in curve] == [(1289, 0.98), (5157, pytest.approx(0.992))]
+    assert "lr_find/suggested_lr" not in seeds["2"].data.metrics  # no range test: nothing
+    trials = kids(parents[search["name"]])
+    assert sorted(r.data.metrics["val/accuracy"] for r in trials) == pytest.approx([0.98, 0.99])
+    assert {r.info.status for r in trials} == {"FINISHED"}
+
+    assert study_archive.archive(path, runs_file) == 0  # ids given stay put
+    assert len(client.search_runs([experiment], "")) == 2 + 3 + 2
