@@ -254,6 +254,16 @@ def finished():
     return {r["name"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
+def cached_runs(path=None):
+    """{parent run id: [run facts]} of the sweeps whose runs were read from MLflow once and
+    kept in `runs.jsonl` (by the report's `collect`)."""
+    path = path or STATE_DIR / "runs.jsonl"
+    if not path.exists():
+        return {}
+    records = map(json.loads, path.read_text().splitlines())
+    return {r["parent_run_id"]: r["runs"] for r in records}
+
+
 def record(sweep, started, rc):
     summary = sweep.folder / "sweep.json" if sweep.folder else None
     info = json.loads(summary.read_text()) if summary and summary.exists() else {}

@@ -23,13 +23,12 @@ MLflow gives the runs their ids, so the doc names the parents by name; `python b
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sqlite3
 import time
 
-from bench.study import STATE_DIR, STUDY_DIR, finished, optuna_study
+from bench.study import STATE_DIR, cached_runs, finished, optuna_study
 
 log = logging.getLogger("bench.study_archive")
 ARCHIVE = STATE_DIR / "mlflow.db"
@@ -43,12 +42,16 @@ def _client(path):
     return MlflowClient(tracking_uri=f"sqlite:///{path}")
 
 
+# Overrides that say where the machine that ran a sweep kept its files, not what it trained.
+MACHINE_KEYS = ("tracking.uri", "hydra.sweep.", "hydra.sweeper.storage")
+
+
 def sweep_params(overrides):
-    """{key: value} of a sweep's overrides, less where this machine kept its files."""
+    """{key: value} of a sweep's overrides, less where its machine kept its files."""
     params = {}
     for override in overrides:
         key, _, value = override.lstrip("+").partition("=")
-        if str(STUDY_DIR) not in value and not key.startswith("hydra.sweep."):
+        if not key.startswith(MACHINE_KEYS):
             params[key] = value
     return params
 
@@ -125,8 +128,8 @@ def _search_children(client, experiment, parent, entry):
     if study is None:
         log.warning("%s: no Optuna study in %s; its trials left out", entry["name"], STATE_DIR)
         return
-    searched = {k for k, v in sweep_params(entry["overrides"]).items() if "(" in v}
-    fixed = {k: v for k, v in sweep_params(entry["overrides"]).items() if k not in searched}
+    # What the trials share; the searched keys ("tag(log, interval(...))") get each trial's.
+    fixed = {k: v for k, v in sweep_params(entry["overrides"]).items() if "(" not in v}
     for trial in study.trials:
         start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
         done = trial.datetime_complete.timestamp() if trial.datetime_complete else math.nan
@@ -147,13 +150,10 @@ def _search_children(client, experiment, parent, entry):
         )
 
 
-def archive(path=ARCHIVE, runs_file=STATE_DIR / "runs.jsonl"):
-    """Add to the archive at `path` the sweeps of progress.jsonl it lacks; the number added."""
-    cached = {}
-    if runs_file.exists():
-        for line in runs_file.read_text().splitlines():
-            record = json.loads(line)
-            cached[record["parent_run_id"]] = record["runs"]
+def archive(path=ARCHIVE, runs_file=None):
+    """Add to the archive at `path` the sweeps of progress.jsonl it lacks (their runs from
+    `runs_file`, runs.jsonl by default); the number added."""
+    cached = cached_runs(runs_file)
     client = _client(path)
     have = {
         r.data.tags[SWEEP_TAG]

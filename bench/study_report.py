@@ -27,6 +27,7 @@ from bench.study import (
     SETUPS,
     STATE_DIR,
     STUDY_DIR,
+    cached_runs,
     finished,
     optuna_study,
     search_name,
@@ -98,11 +99,7 @@ def collect():
     train sweeps done, and {setup: {family: [search records]}}."""
     client = _client()
     trained, searched = defaultdict(dict), defaultdict(lambda: defaultdict(list))
-    cached = {}
-    if RUNS.exists():
-        for line in RUNS.read_text().splitlines():
-            record = json.loads(line)
-            cached[record["parent_run_id"]] = record["runs"]
+    cached = cached_runs(RUNS)
     for entry in finished().values():
         if entry["phase"] == "search":
             searched[entry["setup"]][entry["family"]].append(entry)
@@ -117,6 +114,7 @@ def collect():
                 f.write(json.dumps({"parent_run_id": entry["parent_run_id"], "runs": runs}) + "\n")
         key = (entry["phase"], entry["family"], entry["budget"])
         trained[entry["setup"]][key] = {
+            "name": entry["name"],
             "parent_run_id": entry["parent_run_id"],
             "runs": [r for r in runs if r["status"] == "FINISHED"],
             "failed": sum(r["status"] == "FAILED" for r in runs),  # diverged
@@ -172,7 +170,7 @@ def summarise(setup, trained, searched):
         out["recipe"] = {
             "test_accuracy_10ep": acc,
             "parent_run_id": recipe["parent_run_id"],
-            "sweep": f"{setup}-recipe-recipe-10ep",
+            "sweep": recipe["name"],
             "steps_to_target": first_reach(curve, target),
             "seconds": mean_std(r["seconds"] for r in recipe["runs"]),
         }
