@@ -172,3 +172,19 @@ def test_the_archive_holds_every_sweep_once_with_its_runs(tmp_path, monkeypatch)
 
     assert study_archive.archive(path, runs_file) == 0  # ids given stay put
     assert len(client.search_runs([experiment], "")) == 2 + 3 + 2
+
+
+def test_the_committed_archive_holds_every_sweep_the_study_did():
+    """The store docs/results.md sends readers to comes with the clone and is up to date."""
+    from mlflow.tracking import MlflowClient
+
+    from bench import study_archive
+
+    assert study_archive.ARCHIVE.exists(), "bench/results/study/mlflow.db is not in the clone"
+    client = MlflowClient(f"sqlite:///{study_archive.ARCHIVE}")
+    parents = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`{study_archive.SWEEP_TAG}` != ''",
+        max_results=50000,
+    )
+    assert sorted(r.info.run_name for r in parents) == sorted(study.finished())
