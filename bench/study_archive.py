@@ -85,6 +85,11 @@ def _log(client, run_id, metrics=(), params=None, tags=None):
         )
 
 
+def _is_sqlite(path):
+    with path.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
 def _finite(value):
     return value is not None and math.isfinite(float(value))
 
@@ -154,6 +159,14 @@ def archive(path=ARCHIVE, runs_file=None):
     """Add to the archive at `path` the sweeps of progress.jsonl it lacks (their runs from
     `runs_file`, runs.jsonl by default); the number added."""
     cached = cached_runs(runs_file)
+    if path.exists() and not _is_sqlite(path):
+        # A merge that kept conflict markers, a Git LFS pointer: nothing in it is lost by
+        # making it again from the committed state, only its run ids change.
+        raise SystemExit(
+            f"{path} is not an SQLite file, so not the study's MLflow archive: delete it and "
+            "run `python bench/study.py --report`, which makes it again from "
+            f"{STATE_DIR}/ (progress.jsonl, runs.jsonl, optuna.db)"
+        )
     client = _client(path)
     have = {
         r.data.tags[SWEEP_TAG]

@@ -277,7 +277,6 @@ def rules(sweeps, out):
 
 def report():
     trained, searched = collect()
-    archive()
     results = {
         "setups": {setup: summarise(setup, trained, searched) for setup in SETUPS},
         "search_trials_per_family": SEARCH_TRIALS,
@@ -292,6 +291,7 @@ def report():
     log.info("wrote %s (%.1f h of sweeps)", RESULTS, results["study_seconds"] / 3600)
     write_doc(tables(results))
     plot(trained, results)
+    archive()  # last: the tables and plots are written even where the archive is not
     return results
 
 

@@ -188,3 +188,13 @@ def test_the_committed_archive_holds_every_sweep_the_study_did():
         max_results=50000,
     )
     assert sorted(r.info.run_name for r in parents) == sorted(study.finished())
+
+
+def test_an_archive_that_is_no_sqlite_file_is_named_with_the_fix(tmp_path):
+    from bench import study_archive
+
+    broken = tmp_path / "mlflow.db"
+    broken.write_text("<<<<<<< HEAD\n")  # a merge that kept its conflict markers
+    with pytest.raises(SystemExit, match=f"{broken} is not an SQLite file.*delete it and run"):
+        study_archive.archive(broken)
+    assert broken.read_text() == "<<<<<<< HEAD\n"  # left for the user to look at
