@@ -27,7 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LRLAB_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+from trainer.data import data_root  # noqa: E402
+
+os.environ.setdefault("LRLAB_DATA_DIR", str(data_root(base=ROOT)))  # as python -m trainer
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 

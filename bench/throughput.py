@@ -47,7 +47,7 @@ from hydra.utils import instantiate  # noqa: E402
 
 import trainer  # noqa: E402
 from schedules.build import from_config  # noqa: E402
-from trainer.data import batches  # noqa: E402
+from trainer.data import batches, data_root  # noqa: E402
 
 log = logging.getLogger("bench.throughput")
 VARIANTS = {
@@ -179,7 +179,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("trainer", "schedules", "mlflow", "alembic", "tensorboard"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("LRLAB_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+    os.environ.setdefault("LRLAB_DATA_DIR", str(data_root(base=ROOT)))  # as python -m trainer
 
     results = {}
     for model in args.models:

@@ -28,10 +28,13 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from trainer.data import data_root  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "tracking_outage.json"
 EPOCHS, PER_EPOCH, FLUSH = 60, 200, 50
 OUTAGE_S, BEFORE_S = 30.0, 10.0
-DATA = Path(os.environ.get("LRLAB_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+DATA = data_root(base=ROOT)  # as python -m trainer finds it
 log = logging.getLogger("bench")
 
 

@@ -13,10 +13,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import schedules.resolvers  # noqa: F401  (the configs use ${times:...})
+from trainer.data import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-DATASETS = Path(os.environ.get("LRLAB_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+# The folder holding mnist/ and fashion-mnist/, found as `python -m trainer` run from the
+# checkout finds it: $LRLAB_DATA_DIR, else ./data, else ../shared/datasets.
+DATASETS = data_root(base=ROOT)
 SCHEDULE_NAMES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
 
 

@@ -121,3 +121,29 @@ def test_epoch_batches_are_a_pure_function_of_seed_and_epoch():
     assert epoch(again, 1) == second and epoch(again, 1, skip=2) == second[2:]
     assert epoch(EpochBatches(images, labels, 32, 2, seed=7), 1) == second[:2]  # a limit
     assert samples(epoch(EpochBatches(images, labels, 32, 4, seed=None), 3)) == list(range(100))
+
+
+def test_the_default_config_finds_the_data_as_python_m_trainer_does(
+    datasets, tmp_path, monkeypatch, compose
+):
+    """No dataset.dir: $LRLAB_DATA_DIR, else ./data, else ../shared/datasets (the README's
+    first command in a checkout beside shared/); nothing there names every folder looked at."""
+    from hydra.utils import instantiate
+
+    checkout, shared = tmp_path / "lrlab", tmp_path / "shared"
+    checkout.mkdir()
+    shared.mkdir()
+    (shared / "datasets").symlink_to(datasets)
+    monkeypatch.delenv("LRLAB_DATA_DIR", raising=False)
+    monkeypatch.chdir(checkout)
+    for name, folder in (("mnist", "mnist"), ("fashion_mnist", "fashion-mnist")):
+        found = instantiate(compose("train", [f"dataset={name}"]).dataset)
+        assert found.dir.resolve() == (datasets / folder).resolve()
+        assert found.check() == 60000
+    monkeypatch.setenv("LRLAB_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert instantiate(compose("train").dataset).check() is None  # the variable wins: download
+    monkeypatch.delenv("LRLAB_DATA_DIR")
+    (shared / "datasets").unlink()
+    lost = instantiate(compose("train").dataset)
+    assert lost.check() is None
+    assert lost.where_looked() == "no dataset.dir, and none of data/mnist, ../shared/datasets/mnist"

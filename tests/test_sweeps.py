@@ -327,6 +327,8 @@ def test_parallel_trials_against_an_mlflow_server_lose_no_point(workdir, mlflow_
 
 
 def test_failed_trials_are_failed_in_optuna_with_their_error(workdir):
+    """Also: with local_parallel and no `n_jobs`, the sweeper fills the launcher's two slots
+    (the trials overlap in time)."""
     storage = f"sqlite:///{workdir}/optuna.db"
     out = run_trainer(
         *sweep_args(
@@ -336,7 +338,6 @@ def test_failed_trials_are_failed_in_optuna_with_their_error(workdir):
             "schedule=constant",
             "optimizer.learning_rate=choice(-1, -2)",  # refused before training
             "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.n_jobs=2",
             f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=failing",
         ),
@@ -350,6 +351,11 @@ def test_failed_trials_are_failed_in_optuna_with_their_error(workdir):
     _, parent, trials = parent_and_trials(workdir)
     assert [r.info.status for r in trials] == ["FAILED", "FAILED"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/failed"] == 2
+    first, second = sorted(
+        (json.loads(p.read_text()) for p in workdir.rglob("trial.json")),
+        key=lambda t: t["started_at"],
+    )
+    assert second["started_at"] < first["started_at"] + first["wall_s"], "ran one at a time"
 
 
 @pytest.fixture

@@ -110,6 +110,12 @@ def check_config(cfg: DictConfig) -> None:
         f"a final metric of the run: {', '.join(FINAL_METRICS)} or {CLASS_IOU_PREFIX}<k>",
         metric,
     )
+    need(
+        cfg.mode != "train" or not str(metric).startswith("val/") or cfg.dataset.val_size != 0,
+        "optimized_metric",
+        "a test/ metric when dataset.val_size=0 (no validation split to choose on)",
+        metric,
+    )
     f = cfg.lr_find
     need(_number(f.min_lr) and f.min_lr > 0, "lr_find.min_lr", "> 0", f.min_lr)
     need(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,37 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 
 
 REFETCH = "fetch the file again (README: Getting the data)"
+
+# Where a dataset's folder (`mnist/`, `fashion-mnist/`) is looked for when `dataset.dir` is
+# null: $LRLAB_DATA_DIR alone when it is set, else these, relative to the working folder
+# (`../shared/datasets`: a checkout beside a shared data folder, as on a team's machines).
+DATA_ENV = "LRLAB_DATA_DIR"
+DEFAULT_ROOTS = ("data", "../shared/datasets")
+
+
+def data_roots(base=None):
+    """The folders a dataset's folder is looked for in, in order (see DEFAULT_ROOTS);
+    relative ones are taken from `base` (default: the working folder)."""
+    if os.environ.get(DATA_ENV):
+        return [Path(os.environ[DATA_ENV])]
+    return [Path(base or ".") / root for root in DEFAULT_ROOTS]
+
+
+def locate(folder, base=None):
+    """(the first `<root>/<folder>` of `data_roots` holding IDX files, or None; every
+    candidate looked at)."""
+    looked = [root / folder for root in data_roots(base)]
+    for candidate in looked:
+        if any(find_idx(candidate, name) for name in FILES.values()):
+            return candidate, looked
+    return None, looked
+
+
+def data_root(base=None):
+    """The folder holding the dataset folders that `locate` finds MNIST in (else the last
+    candidate): what a script hands its subprocesses as $LRLAB_DATA_DIR."""
+    found, looked = locate("mnist", base)
+    return (found or looked[-1]).parent.resolve()
 
 
 def read_idx(path):
@@ -124,15 +156,30 @@ class IdxDataset:
 
     Args:
         name: a short name for run names and tags ("mnist").
-        dir: folder holding the four IDX files (gzip'd or raw).
+        dir: folder holding the four IDX files (gzip'd or raw); None: `<root>/<folder>` for
+            the first root of `data_roots()` that holds them.
         keras_name: the `keras.datasets` module to download from when the files are absent.
+        folder: the dataset's folder name under a data root ("mnist", "fashion-mnist").
         val_size: training samples held out for validation (the last ones of the file).
         num_classes: number of classes.
         class_names: names of the classes, for reports.
     """
 
-    def __init__(self, name, dir, keras_name, val_size=5000, num_classes=10, class_names=None):
+    def __init__(
+        self,
+        name,
+        dir,
+        keras_name,
+        val_size=5000,
+        num_classes=10,
+        class_names=None,
+        folder=None,
+    ):
         self.name = name
+        self.looked = [Path(dir)] if dir is not None else []
+        if dir is None:
+            found, self.looked = locate(folder or name)
+            dir = found or self.looked[0]
         self.dir = Path(dir)
         self.keras_name = keras_name
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
@@ -174,6 +221,8 @@ class IdxDataset:
         """{file key: path} of the four files, None when there are none."""
         paths = {key: find_idx(self.dir, name) for key, name in FILES.items()}
         if not any(paths.values()):
+            if len(self.looked) > 1:  # no dataset.dir given: nothing to second-guess
+                return None
             nested = sorted(
                 sub.name
                 for sub in (self.dir.iterdir() if self.dir.is_dir() else ())
@@ -243,23 +292,34 @@ class IdxDataset:
                     f"({len(labels)}) differ in number",
                     fix=REFETCH,
                 )
-        return (x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32)), str(self.dir)
+        arrays = (x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32))
+        return arrays, str(self.dir.resolve())
+
+    def where_looked(self):
+        """`dataset.dir=/abs/mnist`, or the folders searched: `./data/mnist, ../shared/...`."""
+        if len(self.looked) == 1:
+            return f"dataset.dir={self.dir.resolve()}"
+        return "no dataset.dir, and none of " + ", ".join(str(p) for p in self.looked)
 
     def _from_keras(self):
         import keras
 
-        log.info("no IDX files in %s; trying the Keras download of %s", self.dir, self.keras_name)
+        log.info(
+            "no IDX files (looked in %s); trying the Keras download of %s",
+            ", ".join(str(p.resolve()) for p in self.looked),
+            self.keras_name,
+        )
         try:
             module = getattr(keras.datasets, self.keras_name)
             (x_train, y_train), (x_test, y_test) = module.load_data()
         except Exception as err:
             reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             raise ConfigError(
-                f"dataset.dir={self.dir.resolve()} holds no IDX files and the Keras download "
+                f"{self.where_looked()} holds no IDX files and the Keras download "
                 f"of {self.keras_name} failed ({reason})",
-                fix=f"put the four files ({', '.join(FILES.values())}, gzip'd or raw) there "
-                "(README: Getting the data), set LRLAB_DATA_DIR to the folder that holds "
-                "mnist/ and fashion-mnist/, or set dataset.dir=<folder>",
+                fix=f"put the four files ({', '.join(FILES.values())}, gzip'd or raw) in "
+                f"{self.looked[0]} (README: Getting the data), set LRLAB_DATA_DIR to the "
+                "folder that holds mnist/ and fashion-mnist/, or set dataset.dir=<folder>",
             ) from err
         arrays = (x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32))
         return arrays, f"keras.datasets.{self.keras_name}"

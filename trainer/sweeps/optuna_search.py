@@ -116,7 +116,9 @@ class OptunaSearch(Sweeper):
 
     Args:
         n_trials: trials this sweep runs (a study that exists keeps its earlier trials).
-        n_jobs: trials asked for and launched at once (the launcher may run them in parallel).
+        n_jobs: trials asked for and launched at once; null: as many as the launcher runs at
+            once (`hydra.launcher.parallel` of `local_parallel`), else 1 (the basic launcher
+            runs one at a time; on a Ray cluster say how many the cluster holds).
         direction: "maximize", "minimize", or null: from `optimized_metric` (loss: minimize).
         study_name: the study's name in `storage`; null: the sweep's id.
         storage: a database URL (sqlite:///..., postgresql://...); null: a journal file in the
@@ -130,7 +132,7 @@ class OptunaSearch(Sweeper):
     def __init__(
         self,
         n_trials=10,
-        n_jobs=1,
+        n_jobs=None,
         direction=None,
         study_name=None,
         storage=None,
@@ -139,8 +141,8 @@ class OptunaSearch(Sweeper):
         monitor=None,
         params=None,
     ):
-        self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
-        if self.n_trials < 1 or self.n_jobs < 1:
+        self.n_trials, self.n_jobs = int(n_trials), None if n_jobs is None else int(n_jobs)
+        if self.n_trials < 1 or (self.n_jobs is not None and self.n_jobs < 1):
             raise ConfigError(
                 f"hydra.sweeper.n_trials and n_jobs must be >= 1. Received: "
                 f"n_trials={n_trials}, n_jobs={n_jobs}"
@@ -154,6 +156,8 @@ class OptunaSearch(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        if self.n_jobs is None:  # a parallel launcher's slots, all busy
+            self.n_jobs = int(config.hydra.launcher.get("parallel") or 1)
 
     def sweep(self, arguments):
         import optuna

@@ -149,9 +149,18 @@ def current():
 
 
 def write_result(
-    trial, run_name, status, metrics=None, error=None, wall_s=None, refs=None, models=None
+    trial,
+    run_name,
+    status,
+    metrics=None,
+    error=None,
+    wall_s=None,
+    refs=None,
+    models=None,
+    started_at=None,
 ):
-    """`trial.json` in the trial's folder: what the sweep's summary reads."""
+    """`trial.json` in the trial's folder: what the sweep's summary reads; `started_at` is
+    the Unix time the trial began (trials that ran at once overlap)."""
     metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
     record = {
         **asdict(trial),
@@ -159,6 +168,7 @@ def write_result(
         "status": status,
         "error": error,
         "wall_s": wall_s,
+        "started_at": started_at,
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
         "refs": refs or {},
         "models": models,  # trainer.models as the run applied it
@@ -180,11 +190,13 @@ def run(cfg, choices, trial):
     trial.use_parent_store(cfg)
     names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
     name = trial.run_name(f"{names['model']}-{names['dataset']}-{names['schedule']}")
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     try:
         results = trainer.run(cfg, choices, extra_callbacks=trial.callbacks(), trial=trial)
     except KeyboardInterrupt:
-        write_result(trial, name, "KILLED", wall_s=time.perf_counter() - started)
+        write_result(
+            trial, name, "KILLED", wall_s=time.perf_counter() - started, started_at=started_at
+        )
         raise
     except Exception as err:
         if getattr(err, "lrlab_tags", {}).get("lrlab.pruned"):  # Optuna pruned it
@@ -194,6 +206,7 @@ def run(cfg, choices, trial):
                 "PRUNED",
                 error=f"pruned after epoch {err.lrlab_tags['lrlab.pruned_at_epoch']}",
                 wall_s=time.perf_counter() - started,
+                started_at=started_at,
                 refs=getattr(err, "lrlab_refs", {}),
             )
             return math.nan
@@ -207,6 +220,7 @@ def run(cfg, choices, trial):
             "FAILED",
             error=f"{type(err).__name__}: {err}",
             wall_s=time.perf_counter() - started,
+            started_at=started_at,
             refs=refs,
         )
         return math.nan
@@ -216,6 +230,7 @@ def run(cfg, choices, trial):
         "FINISHED",
         metrics=results,
         wall_s=time.perf_counter() - started,
+        started_at=started_at,
         refs=results["refs"],
         models=results.get("models"),
     )

@@ -15,7 +15,7 @@ from trainer.tracking.run import command_line, flatten, git_commit, source_tags
 from trainer.tracking.sinks.base import DatasetInput
 
 # Group keys that say where or how an object is built, not what a user compares.
-NOT_PARAMS = {"_target_", "dir", "keras_name", "class_names"}
+NOT_PARAMS = {"_target_", "dir", "folder", "keras_name", "class_names"}
 TRAINING_GROUPS = ("dataset", "model", "optimizer", "schedule", "warmup", "plateau", "trainer")
 
 
