@@ -320,6 +320,7 @@ def test_a_server_away_at_the_end_leaves_a_spool_that_sync_uploads_once(workdir,
     assert trainer.returncode == 0, out[-3000:]
     run_dir = workdir / "run"
     assert "wait in" in out and f"python -m trainer.tracking sync {run_dir}" in out
+    assert "waiting for the MLflow store at" in out and "points left, up to 1 s more" in out
     assert (run_dir / "mlflow_spool.jsonl").exists()
     saved = (run_dir / "mlflow_spool.jsonl").read_bytes()
 
@@ -358,6 +359,50 @@ def test_a_server_away_at_the_end_leaves_a_spool_that_sync_uploads_once(workdir,
         assert point_counts(database) == counts
     finally:
         server.kill()
+
+
+@pytest.mark.slow  # a minute or two on a machine it keeps busy itself: CI runs it
+def test_on_a_busy_machine_every_step_reaches_mlflow_within_seconds_of_training_end(workdir):
+    """Three CPU-bound processes per core beside the run: the uploader yields to training,
+    but not for ever, and the run's end uploads at normal priority."""
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(3 * os.cpu_count())
+    ]
+    steps = 300
+    try:
+        argv, env = trainer_command(
+            "model=mlp",
+            "trainer.epochs=1",
+            f"trainer.limit_train_batches={steps}",
+            "tracking.flush_every_steps=50",
+            "sink=[mlflow,csv]",
+            "hydra.run.dir=run",
+        )
+        out = subprocess.run(
+            argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+        )
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()  # Hydra logs to stdout
+
+    def logged_at(text):
+        (line,) = [line for line in lines if text in line][-1:]
+        return time.mktime(time.strptime(line[1:20], "%Y-%m-%d %H:%M:%S")) + float(
+            "0." + line[21:24]
+        )
+
+    # From the line with the test metrics (training over) to the run closed in every store.
+    waited = logged_at("ended FINISHED") - logged_at("test/accuracy=")
+    assert waited < 10, f"the end waited {waited:.1f} s for the store:\n{out.stdout[-2000:]}"
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FINISHED"
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert [s for s, _ in mlflow_history(client, run, key)] == list(range(steps)), key
+    assert not (workdir / "run" / "mlflow_spool.jsonl").exists()
 
 
 def resumable_run(*extra, folder="run"):

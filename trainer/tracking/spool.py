@@ -19,6 +19,7 @@ and is removed once every line reached the store and the run closed.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -162,28 +163,54 @@ def transient(err):
     return isinstance(err, OSError)  # ConnectionError and requests' errors are OSErrors
 
 
-class Shipper(threading.Thread):
-    """Ships a `Spool`'s lines to the run, in order, from `spool.shipped()` on.
+class Shipper:
+    """Ships a `Spool`'s lines to the run, in order, from `spool.shipped()` on, in a thread.
 
     Transient failures are retried with backoff for as long as the process lives; any other
-    failure stops the thread and is kept in `error` (the lines stay in the spool).
+    failure stops shipping and is kept in `error` (the lines stay in the spool).
+
+    The shipping thread yields to training, with a bounded delay: while it keeps up it runs
+    at nice 19, the lowest share of the CPU that still always gets some (Linux sets nice per
+    thread; SCHED_IDLE, the earlier choice, gets none while any other process runs, and a
+    run on a busy machine then ended with nothing in MLflow). Whenever the oldest line not yet
+    shipped is older than `max_delay` seconds, or the run is ending (`hurry`), a fresh thread
+    at the creating thread's normal priority takes over (no thread can raise its own priority
+    back without CAP_SYS_NICE, but a new one starts at its creator's), and drops to nice 19
+    itself once it has caught up. A watchdog thread at normal priority, nearly always asleep,
+    checks the delay every second.
     """
 
     BACKOFF = (0.5, 30.0)  # first and longest wait between tries while the store is away
+    NICE = 19  # the shipping thread's niceness while it keeps up
 
-    def __init__(self, spool, client, run_id):
-        super().__init__(name="mlflow-shipper", daemon=True)
+    def __init__(self, spool, client, run_id, max_delay=10.0):
         self.spool, self.client, self.run_id = spool, client, run_id
+        self.max_delay = max_delay
         self.offset = spool.shipped()
         self.error = None
         self.down_since = None  # monotonic time of the first failure of the current outage
         self.outages = []  # seconds each outage lasted
+        self.takeovers = 0  # normal-priority threads started because shipping fell behind
         self._changed = threading.Condition()
         self._stopping = False
         self._beat = None  # a heartbeat tag value to set when idle
+        self._written = collections.deque()  # (end offset, monotonic time) of unshipped lines
+        self._worker = None  # the thread that ships now
+        self._yielding = False  # whether that thread runs at nice NICE
+        self._watchdog = None
+
+    def start(self):
+        with self._changed:
+            self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="mlflow-watchdog", daemon=True)
+        self._watchdog.start()
 
     def notify(self):
         with self._changed:
+            if self.spool.end > self.offset and (
+                not self._written or self._written[-1][0] < self.spool.end
+            ):
+                self._written.append((self.spool.end, time.monotonic()))
             self._changed.notify_all()
 
     def beat(self, tag, value):
@@ -192,6 +219,17 @@ class Shipper(threading.Thread):
         with self._changed:
             self._beat = (tag, value)
             self._changed.notify_all()
+
+    def hurry(self):
+        """Ship what is left at the calling thread's priority (a run ending: its last values
+        must not wait for every other process on the machine)."""
+        with self._changed:
+            if self._yielding and self.error is None and not self._stopping:
+                self._spawn()
+
+    def pending_points(self):
+        """Metric values written but not yet in the store."""
+        return self.spool.pending()[1]
 
     def drain(self, timeout):
         """Wait up to `timeout` seconds for every line so far to reach the store; True if so."""
@@ -205,14 +243,41 @@ class Shipper(threading.Thread):
             self._stopping = True
             self._changed.notify_all()
 
-    def run(self):
-        delay = 0.0
+    def _spawn(self):
+        """A new shipping thread at this thread's priority; the one before it stops after its
+        current line (called with `_changed` held)."""
+        self._worker = threading.Thread(target=self._run, name="mlflow-shipper", daemon=True)
+        self._yielding = False
+        self._worker.start()
+        self._changed.notify_all()
+
+    def _watch(self):
+        with self._changed:
+            while not self._stopping and self.error is None:
+                self._changed.wait(1.0)
+                oldest = self._written[0][1] if self._written else None
+                late = oldest is not None and time.monotonic() - oldest > self.max_delay
+                if late and self._yielding:
+                    log.debug("shipping fell %.0f s behind: normal priority", self.max_delay)
+                    self.takeovers += 1
+                    self._spawn()
+
+    def _run(self):
+        me = threading.current_thread()
+        delay, yielding = 0.0, False
         while True:
             with self._changed:
+                if self.offset >= self.spool.end and not yielding and self._worker is me:
+                    yielding = self._yielding = _lower_priority(self.NICE)  # caught up
                 self._changed.wait_for(
-                    lambda: self._stopping or self.offset < self.spool.end or self._beat
+                    lambda: (
+                        self._stopping
+                        or self._worker is not me
+                        or self.offset < self.spool.end
+                        or self._beat
+                    )
                 )
-                if self._stopping:
+                if self._stopping or self._worker is not me:
                     return
                 beat, self._beat = self._beat, None
             self._heartbeat(beat)
@@ -230,13 +295,17 @@ class Shipper(threading.Thread):
                 self._went_down(err)
                 delay = min(max(2 * delay, self.BACKOFF[0]), self.BACKOFF[1])
                 with self._changed:
-                    self._changed.wait_for(lambda: self._stopping, delay)
+                    self._changed.wait_for(lambda: self._stopping or self._worker is not me, delay)
                 continue
             delay = 0.0
             self._came_back()
-            self.spool.mark(after)
             with self._changed:
+                if self._worker is not me and self.offset >= after:
+                    return  # a thread that took over shipped it too (shipping is idempotent)
+                self.spool.mark(after)
                 self.offset = after
+                while self._written and self._written[0][0] <= after:
+                    self._written.popleft()
                 self._changed.notify_all()
 
     def _heartbeat(self, beat):
@@ -262,3 +331,13 @@ class Shipper(threading.Thread):
             self.outages.append(lasted)
             self.down_since = None
             log.warning("the MLflow store is back after %.0f s; uploading what it missed", lasted)
+
+
+def _lower_priority(nice):
+    """Give the calling thread niceness `nice` (Linux: per thread); whether it worked."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+        return True
+    except (AttributeError, OSError):
+        return False

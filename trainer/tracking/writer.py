@@ -2,9 +2,12 @@
 
 A thread would share the training process's GIL: while it builds MLflow and TensorBoard
 records, the training loop waits to start its next step (measured: 7 % of the MLP's
-throughput). The child process has its own interpreter, runs on idle CPU time only,
-imports neither TensorFlow nor Keras, and ignores Ctrl-C, so that the training process
-can hand it the last rows and close it in order after an interrupt.
+throughput). The child process has its own interpreter, imports neither TensorFlow nor
+Keras, and ignores Ctrl-C, so that the training process can hand it the last rows and
+close it in order after an interrupt. Its main thread (reading the pipe, TensorBoard,
+the CSV, the spool) runs at normal priority, so the pipe never waits on a busy machine;
+the MLflow upload, its costly part, yields to training with a bounded delay
+(`spool.Shipper`).
 
 Memory stays bounded: the pipe to the child holds a few blocks of rows; a writer that
 falls behind makes the next hand-over wait rather than grow.
@@ -189,9 +192,6 @@ def serve(requests, replies):
                 if started is None:
                     return
                 reply("started", started)
-                # Only now: the parent waits for the start (imports, the run's creation),
-                # which at idle priority would wait for every other process on a busy machine.
-                _yield_cpu()
                 threading.Thread(
                     target=_heartbeat, args=(sinks, reply, busy, stop), daemon=True
                 ).start()
@@ -232,25 +232,6 @@ def _start(sinks, run, reply):
             reply("start_failed", (name, message, getattr(err, "fix", None)))
             return None
     return started
-
-
-def _yield_cpu():
-    """Run only on CPU time that training leaves idle (Linux SCHED_IDLE), else at nice 19.
-
-    Should the writer fall behind, the pipe fills and the training loop waits for it
-    (see StepRecorder.on_train_batch_begin), so no row is ever dropped. Linux schedules
-    threads, not processes: every thread running now (the sinks' uploaders) is moved, and
-    those started later inherit it.
-    """
-    threads = (
-        [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
-    )
-    for thread in threads:
-        try:
-            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, thread, 19)
 
 
 def _each(sinks, reply, method, *args):

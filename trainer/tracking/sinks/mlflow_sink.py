@@ -45,11 +45,13 @@ class MlflowSink(Sink):
         upload_wait: seconds the run's end waits for a store that does not answer before
             it leaves the values not yet uploaded in the spool, for `python -m
             trainer.tracking sync RUN_DIR`.
+        max_delay: seconds a value may wait to be uploaded while training runs before the
+            uploader stops yielding to training (see `spool.Shipper`).
     """
 
-    def __init__(self, uri, experiment, health_timeout=3.0, upload_wait=120.0):
+    def __init__(self, uri, experiment, health_timeout=3.0, upload_wait=120.0, max_delay=10.0):
         self.uri, self.experiment, self.health_timeout = uri, experiment, health_timeout
-        self.upload_wait = upload_wait
+        self.upload_wait, self.max_delay = upload_wait, max_delay
         self.run_id = None
 
     # --- in the training process ----------------------------------------------------------
@@ -77,6 +79,12 @@ class MlflowSink(Sink):
                 f"sink.mlflow.upload_wait must be a number of seconds >= 0. Received: "
                 f"{self.upload_wait!r}",
                 fix="e.g. sink.mlflow.upload_wait=120",
+            )
+        if not isinstance(self.max_delay, int | float) or self.max_delay <= 0:
+            raise ConfigError(
+                f"sink.mlflow.max_delay must be a number of seconds > 0. Received: "
+                f"{self.max_delay!r}",
+                fix="e.g. sink.mlflow.max_delay=10",
             )
         scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
         if "://" in uri and scheme not in SCHEMES:
@@ -206,7 +214,7 @@ class MlflowSink(Sink):
             )
         ref = {"run_id": self.run_id, "experiment_id": experiment_id, "uri": absolute(self.uri)}
         self.spool.create({**ref, "name": run.name, "process": process_tags()})
-        self.shipper = Shipper(self.spool, self.client, self.run_id)
+        self.shipper = Shipper(self.spool, self.client, self.run_id, self.max_delay)
         self.shipper.start()
         return Started(ref=ref, where=where)
 
@@ -220,9 +228,10 @@ class MlflowSink(Sink):
             self.spool.reopen()
         else:
             self.spool.create({**ref, "name": run.name, "process": process_tags()})
-        self.shipper = Shipper(self.spool, self.client, self.run_id)
+        self.shipper = Shipper(self.spool, self.client, self.run_id, self.max_delay)
         self.shipper.start()
-        if not self.shipper.drain(self.upload_wait):
+        self.shipper.hurry()
+        if not self._drain():
             raise ConfigError(
                 f"tracking.uri={self.uri}: could not upload what the killed run left in "
                 f"{self.spool.path} ({self.shipper.error or 'no answer'})",
@@ -351,7 +360,8 @@ class MlflowSink(Sink):
             return None
         self.spool.append({"end": status, "time": int(time.time() * 1000)})
         self.shipper.notify()
-        done = self.shipper.drain(self.upload_wait)
+        self.shipper.hurry()  # the run's last values at normal priority, whatever else runs
+        done = self._drain()
         self.shipper.stop()
         self.spool.close()
         if done:
@@ -360,12 +370,34 @@ class MlflowSink(Sink):
         if self.shipper.error is not None:
             raise self.shipper.error
         lines, points = self.spool.pending()
+        how = "did not answer" if self.shipper.down_since is not None else "was still uploading"
         return (
-            f"the MLflow store at {self.uri} did not answer for {self.upload_wait:.0f} s: "
+            f"the MLflow store at {self.uri} {how} after {self.upload_wait:.0f} s: "
             f"{points} points and {lines} writes of run {self.run_id} ({status}) wait in "
             f"{self.spool.path}; upload them, once it is back, with: "
             f"python -m trainer.tracking sync {self.spool.path.parent}"
         )
+
+    def _drain(self, quiet_s=2.0, every_s=15.0):
+        """`shipper.drain(upload_wait)`, saying on the console what it waits for once it has
+        waited `quiet_s` seconds (a store away, a machine busy), then every `every_s`."""
+        began = time.monotonic()
+        wait = min(quiet_s, self.upload_wait)
+        while not self.shipper.drain(wait):
+            if self.shipper.error is not None:
+                return False
+            waited = time.monotonic() - began
+            left = self.upload_wait - waited
+            if left <= 0:
+                return False
+            log.warning(
+                "waiting for the MLflow store at %s: %d points left, up to %.0f s more",
+                self.uri,
+                self.shipper.pending_points(),
+                left,
+            )
+            wait = min(every_s, left)
+        return True
 
 
 def utc_now():
