@@ -146,4 +146,4 @@ def test_the_default_config_finds_the_data_as_python_m_trainer_does(
     (shared / "datasets").unlink()
     lost = instantiate(compose("train").dataset)
     assert lost.check() is None
-    assert lost.where_looked() == "no dataset.dir, and none of data/mnist, ../shared/datasets/mnist"
+    assert lost.where_looked() == "no IDX files in data/mnist, ../shared/datasets/mnist"

@@ -4,6 +4,7 @@ the end; failures recorded and the sweep goes on; Ctrl-C ends the parent KILLED.
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -51,26 +52,41 @@ def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(wor
     assert out.returncode == 0, out.stderr[-3000:]
     client, parent, trials = parent_and_trials(workdir)
     assert parent.info.status == "FINISHED"
-    assert (
-        parent.info.run_name == "sweep: schedule.max_lr=1e-3,3e-3 schedule.step_size=range(3,7,3)"
+    # Named short (setup, swept keys, time); the space and the fixed overrides as params.
+    assert re.fullmatch(
+        r"sweep mlp-mnist max_lr,step_size \d\d-\d\d \d\d:\d\d", parent.info.run_name
     )
+    assert parent.data.params["space.schedule.max_lr"] == "1e-3,3e-3"
+    assert parent.data.params["space.schedule.step_size"] == "range(3,7,3)"
+    assert parent.data.params["override.schedule"] == "clr"
+    assert parent.data.tags["lrlab.sweep.optimized_metric"] == "val/accuracy"
     sweep_id = parent.data.tags["lrlab.sweep.id"]
 
-    # Four children, told apart by name, each linked to the parent and tagged with the sweep.
+    # Four children, told apart by name (the swept values first, as the runs list cuts long
+    # names), each linked to the parent and tagged with the sweep.
     names = [r.info.run_name for r in trials]
     assert names == [
-        "mlp-mnist-clr #0 max_lr=0.001 step_size=3",
-        "mlp-mnist-clr #1 max_lr=0.001 step_size=6",
-        "mlp-mnist-clr #2 max_lr=0.003 step_size=3",
-        "mlp-mnist-clr #3 max_lr=0.003 step_size=6",
+        "max_lr=0.001 step_size=3 #0 mlp-mnist-clr",
+        "max_lr=0.001 step_size=6 #1 mlp-mnist-clr",
+        "max_lr=0.003 step_size=3 #2 mlp-mnist-clr",
+        "max_lr=0.003 step_size=6 #3 mlp-mnist-clr",
     ]
     for number, run in enumerate(trials):
         tags, params = run.data.tags, run.data.params
         assert run.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["lrlab.sweep.id"] == sweep_id and tags["lrlab.sweep.trial"] == str(number)
+        # One copy of each value among the params; the group choice has its own.
         assert params["override.schedule"] == "clr"
-        assert params["override.schedule.step_size"] == params["schedule.step_size"]
+        assert not any(k.startswith("override.schedule.") for k in params)
+        # The Source is the single run that reproduces the trial, not the sweep's command.
+        step_size = (3, 6)[number % 2]
+        rate = ("0.001", "0.003")[number // 2]
+        for key in ("mlflow.source.name", "lrlab.command"):
+            command = tags[key].split()
+            assert command[:3] == ["python", "-m", "trainer"] and "-m" not in command[3:]
+            assert {f"schedule.max_lr={rate}", f"schedule.step_size={step_size}"} <= set(command)
+        assert f"hydra.sweep.dir={workdir}/sweep" not in tags["lrlab.command"]
         assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(16))
         # Models stay out of the trials' MLflow artifacts.
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -81,11 +97,15 @@ def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(wor
     rows = read_trials_csv(workdir)
     assert [r["status"] for r in rows] == ["FINISHED"] * 4
     assert [r["run_name"] for r in rows] == names
-    accuracy = [float(r["test/accuracy"]) for r in rows]
+    # The best trial by validation accuracy (the test set only reports).
+    accuracy = [float(r["val/accuracy"]) for r in rows]
     best = max(range(4), key=accuracy.__getitem__)
     assert parent.data.tags["lrlab.sweep.best_trial"] == str(best)
     assert parent.data.tags["lrlab.sweep.best_run_id"] == trials[best].info.run_id
-    assert parent.data.metrics["best/test/accuracy"] == pytest.approx(accuracy[best])
+    assert parent.data.metrics["best/val/accuracy"] == pytest.approx(accuracy[best])
+    assert parent.data.metrics["best/test/accuracy"] == pytest.approx(
+        float(rows[best]["test/accuracy"])
+    )
     assert parent.data.metrics["sweep/trials"] == 4 and parent.data.metrics["sweep/failed"] == 0
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "sweep_curves.png", "best_trial"} <= parent_artifacts
@@ -205,8 +225,8 @@ def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
             assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(8))
         else:
             assert states[number] == "COMPLETE" and run.info.status == "FINISHED"
-            value = study.trials[number].value
-            assert value == pytest.approx(run.data.metrics["test/accuracy"])
+            value = study.trials[number].value  # the last epoch's validation accuracy
+            assert value == pytest.approx(run.data.metrics["epoch/val_accuracy"])
     rows = read_trials_csv(workdir)
     assert {r["status"] for r in rows} == {"PRUNED", "FINISHED"}
     pruned = sum(r["status"] == "PRUNED" for r in rows)
@@ -422,3 +442,14 @@ def test_a_sweep_on_a_ray_cluster(workdir, ray_head):
     assert len({r["pid"] for r in records}) == 2  # a fresh Ray worker per trial
     assert [r["status"] for r in read_trials_csv(workdir)] == ["FINISHED", "FINISHED"]
     assert not (workdir / "node" / "mlflow.db").exists()
+
+
+def test_a_sweep_without_a_validation_split_must_choose_on_the_test_set(compose):
+    from schedules.errors import ConfigError
+    from trainer.checks import check_config
+
+    cfg = compose("train", ["dataset.val_size=0"])
+    check_config(cfg)  # a single run returns its metric to no one
+    with pytest.raises(ConfigError, match="optimized_metric must be a test/ metric in a sweep"):
+        check_config(cfg, in_sweep=True)
+    check_config(compose("train", ["dataset.val_size=0", "optimized_metric=test/loss"]), True)

@@ -7,6 +7,8 @@ checkpoint to resume from (no TensorFlow), then the schedule, optimizer and mode
 TensorFlow, before the data).
 """
 
+import trainer.names  # noqa: F401  (registers ${run_label:...}, which conf/train.yaml uses)
+
 
 def run(cfg, choices=None, extra_callbacks=(), trial=None):
     """Train (or, with `mode=lr_find`, run the range test) from a composed `conf/train.yaml`.
@@ -25,7 +27,7 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
     from trainer.choices import AUTO_KEYS
     from trainer.tracking.run import build_sinks
 
-    check_config(cfg)
+    check_config(cfg, in_sweep=trial is not None)
     check_keys("dataset", OmegaConf.to_container(cfg.dataset, resolve=True))
     train_samples = instantiate(cfg.dataset).check()
     build_sinks(cfg.get("sink"))  # each sink checks its settings (an MLflow server answers)

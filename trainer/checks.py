@@ -22,8 +22,9 @@ def _whole(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise one ConfigError listing every bad value of the composed config."""
+def check_config(cfg: DictConfig, in_sweep=False) -> None:
+    """Raise one ConfigError listing every bad value of the composed config (`in_sweep`:
+    of a sweep's trial, which returns `optimized_metric` to choose by)."""
     for key in ("schedule", "model", "optimizer", "dataset"):
         node = cfg.get(key)
         if node is None or "_target_" not in node:
@@ -111,9 +112,9 @@ def check_config(cfg: DictConfig) -> None:
         metric,
     )
     need(
-        cfg.mode != "train" or not str(metric).startswith("val/") or cfg.dataset.val_size != 0,
+        not in_sweep or not str(metric).startswith("val/") or cfg.dataset.val_size != 0,
         "optimized_metric",
-        "a test/ metric when dataset.val_size=0 (no validation split to choose on)",
+        "a test/ metric in a sweep with dataset.val_size=0 (no validation split to choose on)",
         metric,
     )
     f = cfg.lr_find

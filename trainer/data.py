@@ -177,6 +177,7 @@ class IdxDataset:
     ):
         self.name = name
         self.looked = [Path(dir)] if dir is not None else []
+        self.searched = dir is None  # looked for in data_roots(), not given
         if dir is None:
             found, self.looked = locate(folder or name)
             dir = found or self.looked[0]
@@ -221,7 +222,7 @@ class IdxDataset:
         """{file key: path} of the four files, None when there are none."""
         paths = {key: find_idx(self.dir, name) for key, name in FILES.items()}
         if not any(paths.values()):
-            if len(self.looked) > 1:  # no dataset.dir given: nothing to second-guess
+            if self.searched:  # no dataset.dir given: nothing to second-guess
                 return None
             nested = sorted(
                 sub.name
@@ -296,10 +297,11 @@ class IdxDataset:
         return arrays, str(self.dir.resolve())
 
     def where_looked(self):
-        """`dataset.dir=/abs/mnist`, or the folders searched: `./data/mnist, ../shared/...`."""
-        if len(self.looked) == 1:
-            return f"dataset.dir={self.dir.resolve()}"
-        return "no dataset.dir, and none of " + ", ".join(str(p) for p in self.looked)
+        """Where the files were looked for, as the subject of a sentence: `dataset.dir=/abs`,
+        or the folders searched (`no IDX files in data/mnist, ../shared/datasets/mnist`)."""
+        if not self.searched:
+            return f"dataset.dir={self.dir.resolve()} holds no IDX files"
+        return "no IDX files in " + ", ".join(str(p) for p in self.looked)
 
     def _from_keras(self):
         import keras
@@ -315,8 +317,8 @@ class IdxDataset:
         except Exception as err:
             reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             raise ConfigError(
-                f"{self.where_looked()} holds no IDX files and the Keras download "
-                f"of {self.keras_name} failed ({reason})",
+                f"{self.where_looked()}, and the Keras download of {self.keras_name} "
+                f"failed ({reason})",
                 fix=f"put the four files ({', '.join(FILES.values())}, gzip'd or raw) in "
                 f"{self.looked[0]} (README: Getting the data), set LRLAB_DATA_DIR to the "
                 "folder that holds mnist/ and fashion-mnist/, or set dataset.dir=<folder>",

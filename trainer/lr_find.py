@@ -229,12 +229,12 @@ def find_lr(cfg, choices=None, subfolder=None, trial=None) -> dict:
     """
     t, f = cfg.trainer, cfg.lr_find
     dataset, data, names, tags = prepare(cfg, choices, "lr_find")
-    run_name = f"lr_find-{names['model']}-{names['dataset']}-{names['optimizer']}"
+    run_name = metadata.run_name("lr_find", names, trial)
     run_dir = Path(cfg.output_dir) / (subfolder or "")
     values = metadata.params(cfg, ("dataset", "model", "optimizer", "trainer", "lr_find"))
     parent = None
     if trial is not None:
-        run_name, parent = trial.run_name(run_name), trial.parent
+        parent = trial.parent
         tags.update(trial.tags())
         values.update(trial.params())
     info = RunInfo(run_name, str(run_dir), parent=parent)

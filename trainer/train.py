@@ -133,9 +133,8 @@ def train(
         jit_compile=t.jit_compile,
     )
 
-    run_name = f"{names['model']}-{names['dataset']}-{names['schedule']}"
+    run_name = metadata.run_name("train", names, trial)
     if trial is not None:
-        run_name = trial.run_name(run_name)
         tags.update(trial.tags())
     models = keep_models(t.models, trial)
     run_dir = Path(cfg.output_dir)

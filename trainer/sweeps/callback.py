@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -43,12 +44,7 @@ class SweepCallback(Callback):
         }
         swept = [*on_line, *space]
         sweep_id = uuid.uuid4().hex[:12]
-        name = "sweep: " + " ".join(
-            [
-                *(o for o in task if o.split("=", 1)[0] in swept),
-                *(f"{k}={v}" for k, v in space.items()),
-            ]
-        )
+        name = parent_name(config, swept)
         tags = {
             "lrlab.sweep.id": sweep_id,
             "lrlab.sweep.dir": str(sweep_dir.resolve()),
@@ -59,7 +55,10 @@ class SweepCallback(Callback):
             "mlflow.note.content": f"Sweep over {', '.join(swept) or 'nothing'}: {' '.join(task)}",
             **source_tags(),
         }
-        params = {f"sweep.{o.split('=', 1)[0].lstrip('+~')}": o.split("=", 1)[1] for o in task}
+        # The search space, one param per swept key; the fixed overrides as they were given.
+        given = dict(o.lstrip("+~").split("=", 1) for o in task if "=" in o)
+        params = {f"space.{k}": v for k, v in {**given, **space}.items() if k in swept}
+        params.update({f"override.{k}": v for k, v in given.items() if k not in swept})
         run = TrackedRun(
             config.get("sink"),
             config.tracking.strict,
@@ -75,6 +74,15 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         close_open_sweep("FINISHED")
+
+
+def parent_name(config, swept):
+    """`sweep cnn-mnist clr_optuna 12-07 14:03`: the setup, the search preset (or the swept
+    keys' last parts, `max_lr,step_size`) and when it started; the space is in the params."""
+    choices = config.hydra.runtime.choices
+    setup = f"{choices.get('model')}-{choices.get('dataset')}"
+    what = choices.get("sweep") or ",".join(k.rsplit(".", 1)[-1] for k in swept) or "sweep"
+    return f"sweep {setup} {what} {time.strftime('%m-%d %H:%M')}"
 
 
 def close_open_sweep(status):

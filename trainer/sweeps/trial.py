@@ -31,10 +31,12 @@ class Trial:
     overrides: list = field(default_factory=list)
     swept: list = field(default_factory=list)
     optuna: dict | None = None  # the Optuna study this trial reports to (an Optuna sweep)
+    command: list = field(default_factory=list)  # the overrides of a single run that is it
 
     def run_name(self, base):
-        """`base #number` and the swept values (a swept group's choice is in `base`)."""
-        return " ".join([f"{base} #{self.number}", *short(self.swept, groups=False)])
+        """The swept values first, then `#number base`: `max_lr=0.003 step_size=4ep #2
+        cnn-mnist-clr`, so that the runs list, which cuts long names, shows what differs."""
+        return " ".join([*short(self.swept), f"#{self.number}", base])
 
     def callbacks(self):
         """Keras callbacks the trial's training needs: Optuna's pruning, in an Optuna sweep."""
@@ -69,10 +71,16 @@ class Trial:
         cfg.sink.mlflow.uri = uri
 
     def tags(self):
+        """The sweep's tags, and as the run's command (Source) the single run that
+        reproduces this trial, not the sweep's `-m` command or the launcher's."""
+        from trainer.tracking.run import command_line, source_tags
+
         tags = {
             "lrlab.sweep.id": self.sweep_id,
             "lrlab.sweep.trial": str(self.number),
             "lrlab.sweep.overrides": " ".join(self.overrides),
+            "lrlab.command": command_line(self.command),
+            **source_tags(self.command),
         }
         if getattr(self, "optuna_trial", None) is not None:
             tags["lrlab.optuna.study"] = self.optuna["study"]
@@ -80,11 +88,12 @@ class Trial:
         return tags
 
     def params(self):
-        """The trial's overrides as params (`override.schedule.max_lr`), group choices too."""
+        """The trial's group choices as params (`override.schedule = clr`), for the compare
+        view's axes; its other overrides are params already (`schedule.max_lr`)."""
         return {
-            f"override.{o.split('=', 1)[0].lstrip('+~')}": o.split("=", 1)[1]
-            for o in self.overrides
-            if "=" in o
+            f"override.{key}": value
+            for key, value in (o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+            if "." not in key and "/" not in key
         }
 
 
@@ -137,6 +146,7 @@ def current():
     sweep = json.loads(path.read_text())
     overrides = list(hc.overrides.task)
     keys = set(sweep["swept"])
+    command = single_run(overrides, dict(hc.runtime.choices))
     return Trial(
         sweep_id=sweep["id"],
         number=int(hc.job.num),
@@ -145,7 +155,27 @@ def current():
         overrides=overrides,
         swept=[o for o in overrides if o.split("=", 1)[0] in keys],
         optuna=sweep.get("optuna"),
+        command=command,
     )
+
+
+# The groups a `sweep=` preset may choose (conf/sweep/*.yaml set `override /schedule: ...`).
+RUN_GROUPS = ("dataset", "model", "optimizer", "schedule", "warmup", "plateau")
+
+
+def single_run(overrides, choices):
+    """The overrides of `python -m trainer ...` (no `-m`) that trains what a trial with
+    `overrides` trains: a search preset (`sweep=clr_optuna`) is no part of a single run, so
+    its group choices are spelled out instead."""
+    if not any(o.split("=", 1)[0] == "sweep" for o in overrides):
+        return list(overrides)
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    spelled = [
+        f"{group}={choices[group]}"
+        for group in RUN_GROUPS
+        if group not in given and choices.get(group) not in (None, "null")
+    ]
+    return spelled + [o for o in overrides if o.split("=", 1)[0] != "sweep"]
 
 
 def write_result(
@@ -189,7 +219,7 @@ def run(cfg, choices, trial):
 
     trial.use_parent_store(cfg)
     names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
-    name = trial.run_name(f"{names['model']}-{names['dataset']}-{names['schedule']}")
+    name = metadata.run_name(cfg.get("mode", "train"), names, trial)
     started, started_at = time.perf_counter(), time.time()
     try:
         results = trainer.run(cfg, choices, extra_callbacks=trial.callbacks(), trial=trial)

@@ -7,10 +7,12 @@ view opens on useful axes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from trainer.names import label
 from trainer.tracking.run import command_line, flatten, git_commit, source_tags
 from trainer.tracking.sinks.base import DatasetInput
 
@@ -28,6 +30,15 @@ def run_names(cfg, choices, dataset_name):
     }
     names["dataset"] = dataset_name
     return names
+
+
+def run_name(mode, names, trial=None):
+    """The MLflow run's name: a sweep's trial leads with its swept values (`Trial.run_name`);
+    a single run ends with the time it started (`cnn-mnist-sgdr 12-07 14:03:27`), so that
+    runs of the same setup are told apart in the runs list."""
+    if trial is not None:
+        return trial.run_name(label(mode, names))
+    return f"{label(mode, names)} {time.strftime('%m-%d %H:%M:%S')}"
 
 
 def params(cfg, groups=TRAINING_GROUPS):

@@ -8,6 +8,7 @@ FINISHED, FAILED (an exception, or a non-finite loss) or KILLED (Ctrl-C).
 from __future__ import annotations
 
 import logging
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,7 @@ class TrackedRun:
         self.info, self.params, self.tags = run, params, tags
         self.run_dir = Path(run.dir)
         self.refs = {}
+        self.views = []  # one line per sink on how to look at the run, logged at its end
         self.failure = None  # set to a reason to end as FAILED without an exception
 
     def __enter__(self):
@@ -107,6 +109,7 @@ class TrackedRun:
         self.writer = WriterProcess(build_sinks(self.sink_cfg), strict=self.strict)
         started = self.writer.start(self.info)
         self.refs = {name: s.ref for name, s in started.items()}
+        self.views = [s.view for s in started.values() if s.view]
         for s in started.values():
             if s.where:
                 log.info("%s", s.where)
@@ -133,6 +136,8 @@ class TrackedRun:
             self.writer.tags(exc.lrlab_tags)
         self.writer.close(status)
         log.info("%s ended %s", self.info.name, status)
+        for view in self.views:
+            log.info("%s", view)
         if exc is not None:
             exc.lrlab_refs = self.refs  # a sweep records which run the failure belongs to
         if exc_type is KeyboardInterrupt and exc is not None:
@@ -143,19 +148,17 @@ class TrackedRun:
         return False
 
 
-def command_line():
-    return " ".join(["python -m trainer", *sys.argv[1:]])
+def command_line(args=None):
+    """`python -m trainer ARGS` (this process's arguments by default), quoted for a shell."""
+    return shlex.join(["python", "-m", "trainer", *(sys.argv[1:] if args is None else args)])
 
 
-def source_tags():
+def source_tags(args=None):
     """What MLflow's UI shows as the run's Source: the command, not `__main__`.
 
     The UI shows a source name after its last `/`, so overrides holding a path or a URI
     (output folders, tracking stores: where, not what) are left out here; `lrlab.command`
     keeps the whole command line.
     """
-    what = [arg for arg in sys.argv[1:] if "/" not in arg]
-    return {
-        "mlflow.source.name": " ".join(["python -m trainer", *what]),
-        "mlflow.source.type": "LOCAL",
-    }
+    what = [arg for arg in (sys.argv[1:] if args is None else args) if "/" not in arg]
+    return {"mlflow.source.name": command_line(what), "mlflow.source.type": "LOCAL"}

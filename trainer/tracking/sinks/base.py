@@ -63,11 +63,13 @@ class RunInfo:
 @dataclass
 class Started:
     """What `start` returns: `ref`, a small picklable dict by which later runs can link to
-    this one (an MLflow run id, say), and `where`, one line for the log saying where to
-    look (None: nothing worth saying)."""
+    this one (an MLflow run id, say), `where`, one line for the log saying where the run
+    goes, and `view`, one line for the end of the run saying how to look at it (None:
+    nothing worth saying)."""
 
     ref: dict = field(default_factory=dict)
     where: str | None = None
+    view: str | None = None
 
 
 class Sink:

@@ -206,17 +206,11 @@ class MlflowSink(Sink):
         where = (
             f"MLflow run {run.name} ({self.run_id}) in experiment {self.experiment!r} at {self.uri}"
         )
-        if self.uri.startswith(("http://", "https://")):
-            # MLflow 3.17's UI opens on its GenAI view unless asked for model training.
-            where += (
-                f"; open it: {self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/"
-                f"{self.run_id}/model-metrics?workflowType=machine_learning"
-            )
         ref = {"run_id": self.run_id, "experiment_id": experiment_id, "uri": absolute(self.uri)}
         self.spool.create({**ref, "name": run.name, "process": process_tags()})
         self.shipper = Shipper(self.spool, self.client, self.run_id, self.max_delay)
         self.shipper.start()
-        return Started(ref=ref, where=where)
+        return Started(ref=ref, where=where, view=view_line(ref))
 
     def _reopen(self, run, ref):
         """Continue the run `ref` of a killed process (`trainer.resume`): upload what its
@@ -243,7 +237,7 @@ class MlflowSink(Sink):
         self.client.update_run(self.run_id, "RUNNING")
         self.client.set_tag(self.run_id, HEARTBEAT_TAG, utc_now())
         where = f"MLflow run {run.name} ({self.run_id}) resumed at {self.uri}"
-        return Started(ref=dict(ref), where=where)
+        return Started(ref=dict(ref), where=where, view=view_line(ref))
 
     def _check_parent(self, parent):
         """Warn when the parent run is not in this store: the child would not show under it."""
@@ -398,6 +392,24 @@ class MlflowSink(Sink):
             )
             wait = min(every_s, left)
         return True
+
+
+def run_url(ref, ui="http://127.0.0.1:5000"):
+    """The run's page in the MLflow UI, in its model-training view: MLflow 3.17's UI opens
+    on its GenAI view (a global switch kept in the browser) whatever the experiment's
+    `mlflow.experimentKind` says, and `workflowType=machine_learning` picks the view."""
+    base = ref["uri"].rstrip("/") if ref["uri"].startswith(("http://", "https://")) else ui
+    return (
+        f"{base}/#/experiments/{ref['experiment_id']}/runs/{ref['run_id']}"
+        "?workflowType=machine_learning"
+    )
+
+
+def view_line(ref):
+    """How to look at the run: its URL, after the command that serves a local store."""
+    if ref["uri"].startswith(("http://", "https://")):
+        return f"see it in MLflow: {run_url(ref)}"
+    return f"see it in MLflow: mlflow ui --backend-store-uri {ref['uri']}, then {run_url(ref)}"
 
 
 def utc_now():
