@@ -493,6 +493,107 @@ def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(w
     )
 
 
+def interruptible_run(workdir, folder):
+    """An MLP run of 2000 steps (10 epochs of 200) whose first periodic checkpoint comes
+    at step 1000: a stop in its first seconds comes before it."""
+    return trainer_command(
+        "model=mlp",
+        "trainer.epochs=10",
+        "trainer.limit_train_batches=200",
+        "trainer.checkpoint_every=1000",
+        "dataset.val_size=1000",
+        "tracking.flush_every_steps=20",
+        "tracking.strict=true",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        "sink=[mlflow,tensorboard,csv]",
+        f"hydra.run.dir={folder}",
+    )
+
+
+def stop_early(workdir, folder, stop):
+    """Start `interruptible_run` in `folder` and `stop(process)` it once 40 steps are in its
+    steps.csv; the process, ended."""
+    argv, env = interruptible_run(workdir, folder)
+    trainer = subprocess.Popen(
+        argv,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while steps_csv_rows(workdir / folder) < 40:
+            assert trainer.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.02)
+        stop(trainer)
+        trainer.output, _ = trainer.communicate(timeout=120)
+    finally:
+        if trainer.poll() is None:
+            os.killpg(trainer.pid, signal.SIGKILL)
+    return trainer
+
+
+def resume_and_check(workdir, folder, killed, resumed_at):
+    """Resume the run in `folder`; it ends FINISHED in the same MLflow run with each of the
+    2000 steps once in every store, and one epoch entry per whole epoch."""
+    from tests.tracking_stores import tensorboard_scalars
+
+    argv, env = interruptible_run(workdir, folder)
+    out = subprocess.run(
+        [*argv, "trainer.resume=true"], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    (run,) = [r for r in runs if r.info.run_id == killed.info.run_id]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lrlab.resumed_at_step"] == str(resumed_at)
+    steps = list(range(2000))
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert [s for s, _ in mlflow_history(client, run, key)] == steps, key
+    assert [s for s, _ in mlflow_history(client, run, "epoch/val_loss")] == list(range(10))
+    board = tensorboard_scalars(workdir / folder)
+    assert [s for s, _ in board["train/lr"]] == steps
+    assert [s for s, _ in board["epoch/val_loss"]] == list(range(10))
+    with open(workdir / folder / "steps.csv") as f:
+        assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == steps
+
+
+def test_ctrl_c_saves_a_checkpoint_where_it_stops_and_the_run_resumes_from_there(workdir):
+    from trainer import resume
+
+    stopped = stop_early(workdir, "run", lambda p: p.send_signal(signal.SIGINT))
+    assert stopped.returncode == 130, stopped.output[-3000:]
+    step = resume.load(resume.path_in(workdir / "run"))[0]["step"]
+    assert 40 <= step < 1000, step  # where it stopped, not the last periodic checkpoint
+    assert "continue it with: python -m trainer" in stopped.output
+    assert "trainer.resume=true" in stopped.output
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mlflow.note.content"].startswith(
+        f"Interrupted (Ctrl-C) after {step} of 2000 steps; continue it with: python -m trainer"
+    )
+    assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(step))
+    # The partial epoch is no epoch: no validation, no epoch metrics, no best model from it.
+    assert not mlflow_history(client, run, "epoch/val_loss")
+    assert not mlflow_history(client, run, "epoch/train_loss")
+    assert not (workdir / "run" / "best.keras").exists()
+    resume_and_check(workdir, "run", run, step)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(workdir):
+    stopped = stop_early(workdir, "run", lambda p: os.killpg(p.pid, signal.SIGKILL))
+    assert stopped.returncode == -signal.SIGKILL
+    killed_at = steps_csv_rows(workdir / "run")
+    assert killed_at < 1000, "killed after the first periodic checkpoint"
+    _, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "RUNNING"  # SIGKILL: nothing closed it
+    # Restarted from step 0 in the same MLflow run; each store keeps each step once.
+    resume_and_check(workdir, "run", run, 0)
+
+
 def test_resume_names_a_folder_without_checkpoint_and_changed_settings(workdir):
     # Both are found before TensorFlow is imported or any data loaded.
     uri = f"sqlite:///{workdir}/mlflow.db"

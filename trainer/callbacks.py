@@ -244,14 +244,22 @@ class EarlyStop(keras.callbacks.EarlyStopping):
             super().on_train_end(logs)
 
 
+class TrainingInterrupted(Exception):
+    """Raised between two steps after a Ctrl-C: training stops where it is, without the
+    epoch's validation or epoch end (a partial epoch is no epoch)."""
+
+
 class StopOnInterrupt(keras.callbacks.Callback):
     """The first Ctrl-C stops training after the current step; a second one interrupts at once.
 
     Python raises KeyboardInterrupt wherever the main thread happens to be, which may be
     inside TensorFlow's own calls, where it can surface as an unrelated `SystemError`.
-    Here SIGINT only sets `model.stop_training`; Keras stops at the next step (after the
-    epoch's validation, if it was mid-epoch), and the caller raises KeyboardInterrupt from
-    a known place when `requested` is set, so the run is closed as KILLED with every step.
+    Here SIGINT only sets `requested`; the end of the current training step raises
+    `TrainingInterrupted` from a known place (a Ctrl-C during validation lets the epoch end
+    first, and stops after the next step). Keras' own `stop_training` would run the epoch's
+    validation and epoch end on the partial epoch, logging it as an epoch and perhaps
+    saving it as the best model. The caller then saves a resume checkpoint at that step and
+    closes the run as KILLED with every step.
     """
 
     def __init__(self):
@@ -265,9 +273,12 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     def _stop(self, signum, frame):
         self.requested = True
-        self.model.stop_training = True
         signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C is immediate
         log.warning("Ctrl-C: stopping after this step (press it again to stop at once)")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise TrainingInterrupted
 
     def on_train_end(self, logs=None):
         if self._previous is not None:
@@ -299,6 +310,13 @@ class ResumeCheckpoint(EveryNSteps):
         self.path, self.steps_per_epoch = Path(path), steps_per_epoch
         self.parts, self.before_save, self.meta = parts, before_save, meta
         self.healthy = healthy  # False once training diverged: the last good one is kept
+
+    def on_train_begin(self, logs=None):
+        """A new run's checkpoint at step 0 (the model as built, 20 ms), so that a run killed
+        before its first periodic checkpoint resumes too, from the start, into the same
+        runs of its stores."""
+        if int(self.model.optimizer.iterations.numpy()) == 0 and not self.path.exists():
+            self.save(0)
 
     def on_train_batch_end(self, batch, logs=None):
         done = self.steps_done(batch)

@@ -101,8 +101,15 @@ def load(path):
 
 def restore(model, meta, arrays, parts, path):
     """Assign the checkpoint's variables to `model` (built, with its optimizer and metrics)
-    and hand each part its state."""
-    for group, variables in model_variables(model).items():
+    and hand each part its state.
+
+    A checkpoint of step 0 (`ResumeCheckpoint` saves one as a new run starts) holds the
+    model's variables only where it counts: Keras builds the optimizer's and metrics'
+    variables at the first step, and at step 0 they hold their initial values anyway."""
+    groups = model_variables(model)
+    if meta["step"] == 0:
+        groups = {"model": groups["model"]}
+    for group, variables in groups.items():
         saved = [key for key in arrays if key.startswith(f"{group}/")]
         if len(saved) != len(variables):
             raise ConfigError(

@@ -24,6 +24,7 @@ from trainer.callbacks import (
     StopOnDivergence,
     StopOnInterrupt,
     TestCurve,
+    TrainingInterrupted,
 )
 from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
@@ -170,7 +171,7 @@ def train(
         recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
         recorder.recorded = start_step
         interrupt = StopOnInterrupt()
-        callbacks = [recorder, divergence, EpochMetrics(run.writer), interrupt, *extra_callbacks]
+        callbacks = [recorder, divergence, EpochMetrics(run.writer), *extra_callbacks]
         curve = None
         if t.test_every is not None:
             every = to_steps("trainer.test_every", t.test_every, steps_per_epoch, run_steps)
@@ -195,13 +196,14 @@ def train(
         callbacks += schedule_callbacks
         # Stateful callbacks, saved with the model in a checkpoint for trainer.resume.
         parts = {type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state")}
+        saver = None
         if t.checkpoint_every is not None:
             every = to_steps(
                 "trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch, run_steps
             )
-            callbacks.append(  # last: it saves after every other epoch end
-                _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch)
-            )
+            saver = _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch)
+            callbacks.append(saver)  # after the others: it saves after every other epoch end
+        callbacks.append(interrupt)  # its step end raises: every other callback saw the step
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         run.writer.artifacts([run_dir / "config.yaml"])
         if saved:
@@ -213,15 +215,18 @@ def train(
 
         val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
         epochs = EpochBatches(data.x_train, data.y_train, t.batch_size, steps_per_epoch, t.seed)
+        history = {}
         try:
             history = _fit(model, epochs, val_ds, start_step, t.epochs, callbacks, early)
+        except TrainingInterrupted:
+            pass  # interrupt.requested: below, once every step is with the sinks
         finally:
             # Whatever ended training, every step trained so far reaches the sinks.
             recorder.drain()
             run.writer.flush()
             _log_curves(run, run_dir, run_name)
         if interrupt.requested:
-            raise KeyboardInterrupt
+            _interrupted(run, model, saver, run_steps, metadata.describe(cfg, names))
 
         if divergence.step is not None:
             _diverged(run, divergence, run_name, metadata.describe(cfg, names))
@@ -316,6 +321,33 @@ def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks, early):
         if model.stop_training:
             break
     return history
+
+
+def _interrupted(run, model, saver, run_steps, description):
+    """After a Ctrl-C: a resume checkpoint at the step training stopped, the run's
+    description, the command that continues it; then KeyboardInterrupt (the run ends
+    KILLED)."""
+    from trainer.tracking.run import command_line
+
+    step = int(model.optimizer.iterations.numpy())
+    how = "no checkpoint (trainer.checkpoint_every=null)"
+    if saver is not None and saver.healthy():
+        if saver.last != step or not saver.path.exists():
+            saver.save(step)
+        again = command_line(
+            [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "trainer.resume="))]
+            + [f"hydra.run.dir={saver.path.parent.parent}", "trainer.resume=true"]
+        )
+        how = f"continue it with: {again}"
+        log.warning("interrupted at step %d of %d; %s", step, run_steps, how)
+    run.writer.tags(
+        {
+            "lrlab.interrupted_at_step": str(step),
+            "mlflow.note.content": f"Interrupted (Ctrl-C) after {step} of {run_steps} steps; "
+            f"{how}. {description}",
+        }
+    )
+    raise KeyboardInterrupt
 
 
 def _diverged(run, divergence, run_name, description):
