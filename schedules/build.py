@@ -182,7 +182,9 @@ def instantiate_checked(group, cfg, **kwargs):
         if found and found.group(1) in cfg:
             key, rule, value = f"{group}.{found.group(1)}", found.group(2), found.group(3)
             raise ConfigError(
-                f"{key} must be {rule}. Received: {key}={value} ({cfg['_target_']})"
+                f"{key} must be {rule}. Received: {key}={value} ({cfg['_target_']})",
+                fix=f"set {key}=... to what it must be ({rule})"
+                + ("; `python -m schedules --help` lists the keys" if group == "schedule" else ""),
             ) from err
         raise ConfigError(f"{group} ({cfg['_target_']}): {cause}") from err
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -35,8 +36,11 @@ def trainer_command(*args, **env):
     return [sys.executable, "-m", "trainer", *args], {**environment, **env}
 
 
-def run_trainer(*args, cwd=ROOT, timeout=300, **env):
-    """`python -m trainer ARGS` in a fresh process, as a user runs it; the finished process."""
+def run_trainer(*args, cwd=None, timeout=300, **env):
+    """`python -m trainer ARGS` in a fresh process, as a user runs it; the finished process.
+    It runs in `cwd`, by default a fresh temporary folder: never in the checkout, where
+    Hydra's `outputs/` would pile up in the user's own."""
+    cwd = cwd or tempfile.mkdtemp(prefix="lrlab-test-")
     argv, environment = trainer_command(*args, **env)
     return subprocess.run(
         argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout

@@ -79,7 +79,11 @@ CASES = [
     Case(
         "negative peak",
         ["schedule.initial_lr=-0.01"],
-        ["schedule.initial_lr must be > 0", "Received: schedule.initial_lr=-0.01"],
+        [
+            "schedule.initial_lr must be > 0",
+            "Received: schedule.initial_lr=-0.01",
+            "fix: set schedule.initial_lr=... to what it must be (> 0)",
+        ],
         tensorflow=True,
     ),
     Case(

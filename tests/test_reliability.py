@@ -542,10 +542,13 @@ def resume_and_check(workdir, folder, killed, resumed_at):
     from tests.tracking_stores import tensorboard_scalars
 
     argv, env = interruptible_run(workdir, folder)
+    env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user runs it
     out = subprocess.run(
         [*argv, "trainer.resume=true"], cwd=workdir, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for notice in ("cuda", "absl::InitializeLog", "cpu_feature_guard"):  # TensorFlow's
+        assert notice not in out.stdout + out.stderr, notice
     client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     (run,) = [r for r in runs if r.info.run_id == killed.info.run_id]
     assert run.info.status == "FINISHED"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.project import run_trainer, trainer_command
-from tests.tracking_stores import mlflow_history, mlflow_runs
+from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_hparams
 
 
 def sweep_args(workdir, *overrides, epochs=2):
@@ -115,8 +115,15 @@ def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(wor
     kept = sorted(p.parent.name for p in (workdir / "sweep").glob("*/model.keras"))
     assert kept == [f"{best}_mlp-mnist-clr"]
     assert not list((workdir / "sweep").glob("*/best.keras"))
-    # TensorBoard finds every trial under the sweep folder.
+    # TensorBoard finds every trial under the sweep folder, and its HParams dashboard
+    # compares them by hyperparameter (numbers as numbers).
     assert len(list((workdir / "sweep").glob("*/tensorboard/events.*"))) == 4
+    assert not (workdir / "sweep" / "tensorboard").exists()  # the parent's best/* are not
+    rates = sorted(
+        tensorboard_hparams(folder)["schedule.max_lr"]
+        for folder in (workdir / "sweep").glob("*_mlp-mnist-clr")
+    )
+    assert rates == [0.001, 0.001, 0.003, 0.003]
 
 
 def test_failed_trials_are_recorded_and_the_sweep_goes_on(workdir):

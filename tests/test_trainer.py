@@ -12,7 +12,7 @@ import pytest
 
 import trainer
 from schedules.build import from_config
-from tests.project import ROOT, compose_config, run_trainer, trainer_command
+from tests.project import compose_config, run_trainer, trainer_command
 from tests.tracking_stores import (
     mlflow_history,
     mlflow_runs,
@@ -299,7 +299,7 @@ def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
         "trainer.limit_train_batches=200",
     )
     proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     steps_csv = workdir / "run" / "steps.csv"
     deadline = time.time() + 120
@@ -363,7 +363,7 @@ def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):
         f"tracking.uri=sqlite:///{workdir}/mlflow.db",
     )
     env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user runs it
-    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     console = out.stdout + out.stderr
     for notice in ("oneDNN", "cuInit", "cuda", "absl::InitializeLog", "cpu_feature_guard"):

@@ -28,6 +28,18 @@ def tensorboard_scalars(run_dir):
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def tensorboard_hparams(run_dir):
+    """{name: value} of the run's HParams session, as TensorBoard's HParams plugin reads it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+    info = metadata.parse_session_start_info_plugin_data(content)
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in info.hparams.items()}
+
+
 def tensorboard_text(run_dir, tag):
     """The text summary `tag` (TensorBoard's Text tab) of the run's event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -4,8 +4,11 @@ With `-m` each job is a trial of a sweep: a child of the sweep's parent run
 (`trainer.sweeps`), whose failure is recorded without stopping the sweep.
 """
 
+import contextlib
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +16,7 @@ from omegaconf import DictConfig
 
 import trainer
 from schedules.console import input_errors_reported
+from schedules.errors import ConfigError
 from schedules.overrides import check_overrides
 from trainer.sweeps import callback, trial
 
@@ -26,9 +30,26 @@ def main(cfg: DictConfig) -> float | None:
     this = trial.current()
     if this is not None:
         return trial.run(cfg, choices, this)
-    with input_errors_reported(APP):
+    with input_errors_reported(APP), _no_folder_left_if_refused(cfg):
         results = trainer.run(cfg, choices)
     return results.get(cfg.optimized_metric)
+
+
+@contextlib.contextmanager
+def _no_folder_left_if_refused(cfg):
+    """A command refused for its input leaves no run folder behind: Hydra made one before
+    the input was checked, holding only its own `.hydra/` and the log."""
+    try:
+        yield
+    except ConfigError:
+        folder = Path(cfg.output_dir)
+        if folder.is_dir() and all(
+            p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()  # the day's folder, if nothing else is in it
+        raise
 
 
 if __name__ == "__main__":

@@ -239,6 +239,10 @@ def train(
         final.update(
             {f"test/iou_class_{k}": float(v) for k, v in enumerate(ious) if not np.isnan(v)}
         )
+        # The last epoch's validation metrics, what optimized_metric chooses by by default,
+        # under that name too (also logged per epoch as epoch/val_*).
+        last = {k: v[-1] for k, v in history.items() if v}
+        final.update({f"val/{k[4:]}": float(v) for k, v in last.items() if k.startswith("val_")})
         run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
         if curve is not None:  # what the test curve cost, for a benchmark to take out
             run.writer.scalars({"time/test_curve_s": curve.seconds}, recorder.recorded)
@@ -261,9 +265,6 @@ def train(
         if checkpoint.exists():  # a finished run has nothing to resume
             checkpoint.unlink()
             checkpoint.parent.rmdir()
-        # The last epoch's validation metrics, for optimized_metric (logged as epoch/val_*).
-        last = {k: v[-1] for k, v in history.items() if v}
-        final.update({f"val/{k[4:]}": float(v) for k, v in last.items() if k.startswith("val_")})
         log.info(
             "%s: %s",
             run_name,

@@ -65,6 +65,7 @@ class SweepCallback(Callback):
             RunInfo(name[:250], str(sweep_dir.resolve())),
             params,
             tags,
+            sweep=True,
         ).__enter__()
         (sweep_dir / SWEEP_FILE).write_text(
             json.dumps({"id": sweep_id, "parent": run.refs, "swept": swept}, indent=1)

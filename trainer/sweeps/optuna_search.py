@@ -346,6 +346,9 @@ def plots(info, folder):
 
     study = optuna.load_study(study_name=info["study"], storage=open_storage(info["storage"]))
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Optuna's plots set equal y limits where every trial has one value (a few trials, or
+    # all pruned alike); matplotlib warns about it on every sweep and widens them itself.
+    warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
     made = []
     for name, draw in (
         ("optuna_history.png", vis.plot_optimization_history),

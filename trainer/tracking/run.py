@@ -62,8 +62,9 @@ def git_commit():
         return "unknown", False
 
 
-def build_sinks(sink_cfg):
-    """{name: Sink} from the composed `sink` node (`conf/sink/*.yaml`), each checked.
+def build_sinks(sink_cfg, sweep=False):
+    """{name: Sink} from the composed `sink` node (`conf/sink/*.yaml`), each checked; with
+    `sweep`, only those that record a sweep's parent run (`Sink.records_sweeps`).
 
     Building a sink only stores its settings; `check()` fails fast (a ConfigError naming
     the key) where they cannot work, before any data is loaded or run started.
@@ -79,7 +80,8 @@ def build_sinks(sink_cfg):
                 fix="subclass Sink (docs/training.md, Adding a sink)",
             )
         sink.check()
-        sinks[name] = sink
+        if sink.records_sweeps or not sweep:
+            sinks[name] = sink
     return sinks
 
 
@@ -91,13 +93,14 @@ class TrackedRun:
         strict: a tracking error fails the run (`tracking.strict`).
         run: the `RunInfo` each sink starts with (name, folder, inputs, linked runs).
         params, tags: logged once the sinks have started.
+        sweep: a sweep's parent run, kept out of the sinks that do not record one.
 
     Inside the `with` block, `writer` takes steps, scalars, tags and artifacts; `refs`
     holds what each sink returned to link to this run (`refs["mlflow"]["run_id"]`).
     """
 
-    def __init__(self, sink_cfg, strict, run, params, tags):
-        self.sink_cfg, self.strict = sink_cfg, strict
+    def __init__(self, sink_cfg, strict, run, params, tags, sweep=False):
+        self.sink_cfg, self.strict, self.sweep = sink_cfg, strict, sweep
         self.info, self.params, self.tags = run, params, tags
         self.run_dir = Path(run.dir)
         self.refs = {}
@@ -106,7 +109,7 @@ class TrackedRun:
 
     def __enter__(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = WriterProcess(build_sinks(self.sink_cfg), strict=self.strict)
+        self.writer = WriterProcess(build_sinks(self.sink_cfg, self.sweep), strict=self.strict)
         started = self.writer.start(self.info)
         self.refs = {name: s.ref for name, s in started.items()}
         self.views = [s.view for s in started.values() if s.view]

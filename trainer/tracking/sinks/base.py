@@ -75,6 +75,9 @@ class Started:
 class Sink:
     """Base class of the sinks; see the module docstring for the calls and their order."""
 
+    # Whether a sweep's parent run (its search space and summary, no steps) goes here too.
+    records_sweeps = True
+
     def check(self):
         """Fail fast (a ConfigError naming the key) on settings that cannot work.
 

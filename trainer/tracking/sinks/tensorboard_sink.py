@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -21,6 +22,10 @@ class TensorBoardSink(Sink):
     Args:
         folder: the event files' folder, relative to the run folder.
     """
+
+    # A sweep's parent would show in TensorBoard as a run of single-point `best/*` cards;
+    # its trials are there, and the HParams dashboard compares them.
+    records_sweeps = False
 
     def __init__(self, folder="tensorboard"):
         self.folder = folder
@@ -57,6 +62,16 @@ class TensorBoardSink(Sink):
         self._summary(
             Summary(value=[Summary.Value(tag="params", metadata=metadata, tensor=tensor)]), 0
         )
+        self._hparams(values)
+
+    def _hparams(self, values):
+        """The params as TensorBoard's HParams session (no TensorFlow needed), so that its
+        HParams dashboard compares runs and sweep trials by hyperparameter against the
+        metrics it finds in their scalars."""
+        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+
+        hparams = {key: _hparam_value(value) for key, value in values.items()}
+        self._summary(hparams_pb(hparams, trial_id=Path(self.logdir).parent.name), 0)
 
     def steps(self, rows):
         self._scalars(rows_as_metrics(rows))
@@ -85,14 +100,44 @@ class TensorBoardSink(Sink):
         self.records.close()
 
 
+def _hparam_value(text):
+    """An MLflow param (a string) as an HParams value: a number or a boolean where it reads
+    as one, so that the dashboard sorts and plots it as such."""
+    if text in ("True", "False", "true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _last_steps(logdir):
     """{tag: last step} in the event files of `logdir` (those a killed run left; a record
     cut short by the kill ends the file)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
 
     have = {}
     for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
+        for record in _records(path):
+            event = Event.FromString(record)
             for value in event.summary.value:
                 have[value.tag] = max(have.get(value.tag, -1), event.step)
     return have
+
+
+def _records(path):
+    """The whole records of a TFRecord file (length, its CRC, data, the data's CRC: the
+    layout `RecordWriter` writes). TensorBoard's own `EventFileLoader` imports TensorFlow
+    where it is installed, which costs the writer process seconds and prints TensorFlow's
+    start-up notices; the CRCs are not checked: a kill cuts a file short, it does not
+    corrupt what was written before."""
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:
+                return
+            yield data
