@@ -321,6 +321,8 @@ def test_bad_input_gets_a_few_clear_lines_and_no_run(case, tmp_path):
         assert "tensorflow" not in modules, f"{case.name} imported TensorFlow"
     if case.before_data:
         assert "validation, " not in text, text  # the data loader's "N train, N validation"
+    # No run folder is left (Hydra made one before the input was checked).
+    assert not list(tmp_path.glob("outputs/*/*")), list(tmp_path.glob("outputs/*/*"))
     # No MLflow run was started: a store, if one was even created, holds no run.
     store = tmp_path / "mlflow.db"
     if store.exists():
@@ -328,6 +330,17 @@ def test_bad_input_gets_a_few_clear_lines_and_no_run(case, tmp_path):
 
         with sqlite3.connect(store) as db:
             assert db.execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def test_a_refused_run_in_a_folder_of_its_own_keeps_the_working_folder(tmp_path):
+    # `hydra.run.dir=run`: the run folder's parent is the working folder, empty once the
+    # refused run's folder is gone; it stays (the user's folder, and their shell's cwd).
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    case = Case("run dir", ["hydra.run.dir=run", "schedule.initial_lr=-0.01"], [])
+    out, lines, _, _ = run_case(case, workdir)
+    assert out.returncode == 2, "\n".join(lines)
+    assert workdir.is_dir() and not (workdir / "run").exists()
 
 
 def test_the_table_is_large_enough():

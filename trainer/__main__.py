@@ -6,6 +6,7 @@ With `-m` each job is a trial of a sweep: a child of the sweep's parent run
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -47,9 +48,24 @@ def _no_folder_left_if_refused(cfg):
             p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()
         ):
             shutil.rmtree(folder, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                folder.parent.rmdir()  # the day's folder, if nothing else is in it
+            if _is_empty_day_folder(folder.parent):
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()
         raise
+
+
+def _is_empty_day_folder(folder):
+    """Whether `folder` is the day's folder of Hydra's default layout (`outputs/2026-12-07`)
+    with nothing left in it. A run folder given as `hydra.run.dir=run` has the working folder
+    as its parent, which is never removed, even when empty."""
+    cwd = Path.cwd().resolve()
+    folder = folder.resolve()
+    return (
+        re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.name) is not None
+        and folder != cwd
+        and folder not in cwd.parents
+        and not any(folder.iterdir())
+    )
 
 
 if __name__ == "__main__":
