@@ -3,6 +3,7 @@ process through the whole protocol; a failing sink never costs the others a poin
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -110,7 +111,9 @@ def test_a_new_sink_is_one_class_and_one_yaml(tmp_path):
     calls = [json.loads(line) for line in (tmp_path / "run" / "calls.jsonl").open()]
     kinds = [c[0] for c in calls]
     assert kinds[:3] == ["start", "params", "tags"] and kinds[-1] == "close"
-    assert calls[0][1:] == ["mlp-mnist-cosine", ["mnist-train", "mnist-test"]]
+    name, inputs = calls[0][1:]
+    assert re.fullmatch(r"mlp-mnist-cosine \d\d-\d\d \d\d:\d\d:\d\d", name), name
+    assert inputs == ["mnist-train", "mnist-test"]
     assert calls[1][1]["optimizer.learning_rate"] == "0.001" and calls[-1][1] == "FINISHED"
     steps = [s for c in calls if c[0] == "steps" for s in c[1]]
     assert steps == list(range(12))  # every step once, in order
@@ -256,3 +259,37 @@ def test_trials_opening_one_experiment_at_once_all_start_in_it(
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == [f"trial {n}" for n in range(trials)]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_takeover_shipping_the_line_still_in_flight_loses_nothing(tmp_path):
+    # A run's end (or uploading that fell behind) starts a normal-priority thread that takes
+    # over from the yielding one, which may be halfway through a line: both then send it.
+    # The second insert of the same params breaks a unique key, which MLflow reports as a
+    # refusal (400); that must not switch the sink off (it once left a sweep's trial in
+    # MLflow without its tags).
+    from mlflow.tracking import MlflowClient
+
+    from trainer.tracking.spool import Shipper, Spool
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("takeover")
+    params = {f"schedule.p{i}": str(i) for i in range(80)}
+    for attempt in range(12):  # the two threads collide on most attempts, not all
+        run_id = client.create_run(experiment).info.run_id
+        spool = Spool(tmp_path / f"run{attempt}")
+        spool.path.parent.mkdir()
+        spool.create({"run_id": run_id})
+        shipper = Shipper(spool, client, run_id)
+        shipper.start()
+        time.sleep(0.3)  # caught up (nothing to ship): it yields
+        spool.append({"params": params})
+        spool.append({"tags": {"lrlab.sweep.trial": str(attempt)}})
+        shipper.notify()  # the yielding thread starts on the params ...
+        time.sleep(attempt * 0.002)  # ... and the run's end takes over at some point of
+        shipper.hurry()  # that upload, as `close` does
+        assert shipper.drain(60), f"attempt {attempt}: {shipper.error}"
+        shipper.stop()
+        run = client.get_run(run_id)
+        assert run.data.params == params
+        assert run.data.tags["lrlab.sweep.trial"] == str(attempt)
+        spool.close()

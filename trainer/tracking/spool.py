@@ -265,6 +265,7 @@ class Shipper:
     def _run(self):
         me = threading.current_thread()
         delay, yielding = 0.0, False
+        refused = None  # the offset of a line the store refused once
         while True:
             with self._changed:
                 if self.offset >= self.spool.end and not yielding and self._worker is me:
@@ -283,10 +284,17 @@ class Shipper:
             self._heartbeat(beat)
             if self.offset >= self.spool.end:
                 continue
-            record, after = self.spool.read(self.offset)
+            at = self.offset
+            record, after = self.spool.read(at)
             try:
                 ship(self.client, self.run_id, record)
             except Exception as err:
+                if not transient(err) and refused != at:
+                    # A takeover ships the line that the thread before it may still be
+                    # shipping: the later insert of the same params or tags breaks a unique
+                    # key (a refusal, 400), and a second try finds the values there.
+                    refused = at
+                    continue
                 if not transient(err):
                     with self._changed:
                         self.error = err
