@@ -8,9 +8,14 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from schedules.console import import_tensorflow, input_errors_reported
+from schedules.console import (
+    import_tensorflow,
+    input_errors_reported,
+    no_folder_left_if_refused,
+)
 from schedules.errors import ConfigError
 from schedules.overrides import check_overrides
 
@@ -20,7 +25,8 @@ APP = "python -m schedules"
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preview")
 def main(cfg: DictConfig) -> None:
-    with input_errors_reported(APP):
+    output_dir = HydraConfig.get().runtime.output_dir
+    with input_errors_reported(APP), no_folder_left_if_refused(output_dir):
         preview(cfg)
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 from schedules.errors import ConfigError
 
@@ -68,3 +71,35 @@ def input_errors_reported(app):
         sys.stdout.flush()
         sys.stderr.write(f"{app}: error: {err}\n")
         sys.exit(2)
+
+
+@contextlib.contextmanager
+def no_folder_left_if_refused(folder):
+    """A command refused for its input leaves no run folder behind: Hydra made one before
+    the input was checked, holding only its own `.hydra/` and the log."""
+    try:
+        yield
+    except ConfigError:
+        folder = Path(folder)
+        if folder.is_dir() and all(
+            p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            if _is_empty_day_folder(folder.parent):
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()
+        raise
+
+
+def _is_empty_day_folder(folder):
+    """Whether `folder` is the day's folder of Hydra's default layout (`outputs/2026-12-07`)
+    with nothing left in it. A run folder given as `hydra.run.dir=run` has the working folder
+    as its parent, which is never removed, even when empty."""
+    cwd = Path.cwd().resolve()
+    folder = folder.resolve()
+    return (
+        re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.name) is not None
+        and folder != cwd
+        and folder not in cwd.parents
+        and not any(folder.iterdir())
+    )

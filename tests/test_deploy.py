@@ -379,7 +379,14 @@ def test_a_run_on_the_team_server_puts_every_step_in_postgresql(
     assert counts["epoch/val_accuracy"][:2] == (2, 2)  # one per epoch
     # Artifacts went through the server into its artifact folder.
     stored = team_server["artifacts"] / str(experiment_id) / run_id / "artifacts"
-    assert (stored / "model.keras").is_file() and (stored / "config.yaml").is_file()
+    assert (stored / "config.yaml").is_file() and (stored / "best.keras").is_file()
+    # The final model too, as the run's MLflow model (its files under the experiment's).
+    (mlmodel,) = (team_server["artifacts"] / str(experiment_id)).glob("models/*/artifacts/MLmodel")
+    assert (mlmodel.parent / "data" / "model.keras").is_file()
+    from mlflow.tracking import MlflowClient
+
+    (model,) = MlflowClient(team_server["database"]).search_logged_models([str(experiment_id)])
+    assert (model.name, str(model.status), model.source_run_id) == ("model", "READY", run_id)
 
     # docs/deploy.md's backup (pg_dump -Fc) restores every point into an empty database.
     tools = {name: shutil.which(name) for name in ("pg_dump", "pg_restore")}

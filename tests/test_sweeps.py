@@ -12,7 +12,12 @@ import time
 import pytest
 
 from tests.project import run_trainer, trainer_command
-from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_hparams
+from tests.tracking_stores import (
+    assert_logged_model,
+    mlflow_history,
+    mlflow_runs,
+    tensorboard_hparams,
+)
 
 
 def sweep_args(workdir, *overrides, epochs=2):
@@ -91,6 +96,9 @@ def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(wor
         # Models stay out of the trials' MLflow artifacts.
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "model.keras" not in artifacts and "best.keras" not in artifacts
+        assert not client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
 
     # The summary: every trial in trials.csv, the best as tags and metrics, the plot, the
     # best trial's model (the only one kept on disk).
@@ -108,12 +116,13 @@ def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(wor
     )
     assert parent.data.metrics["sweep/trials"] == 4 and parent.data.metrics["sweep/failed"] == 0
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"trials.csv", "sweep_curves.png", "best_trial"} <= parent_artifacts
-    assert [a.path for a in client.list_artifacts(parent.info.run_id, "best_trial")] == [
-        "best_trial/model.keras"
-    ]
+    assert {"trials.csv", "sweep_curves.png"} <= parent_artifacts
     kept = sorted(p.parent.name for p in (workdir / "sweep").glob("*/model.keras"))
     assert kept == [f"{best}_mlp-mnist-clr"]
+    assert len(list((workdir / "sweep").glob("*/mlflow_model"))) == 1
+    # The best trial's model is the parent's MLflow model `best_trial` (for the registry).
+    best_model = workdir / "sweep" / kept[0] / "model.keras"
+    assert_logged_model(client, parent, best_model, 16, name="best_trial")
     assert not list((workdir / "sweep").glob("*/best.keras"))
     # TensorBoard finds every trial under the sweep folder, and its HParams dashboard
     # compares them by hyperparameter (numbers as numbers).

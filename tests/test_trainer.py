@@ -14,6 +14,7 @@ import trainer
 from schedules.build import from_config
 from tests.project import compose_config, run_trainer, trainer_command
 from tests.tracking_stores import (
+    assert_logged_model,
     mlflow_history,
     mlflow_runs,
     tensorboard_scalars,
@@ -161,13 +162,11 @@ def test_end_to_end(workdir, overrides, name):
     # TensorBoard's Text tab holds the same params as a table.
     assert "| trainer.batch_size | 32 |" in tensorboard_text(workdir / "run", "params")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {
-        "config.yaml",
-        "lr_and_loss.png",
-        "iou_per_class.csv",
-        "model.keras",
-        "best.keras",
-    } <= artifacts
+    assert {"config.yaml", "lr_and_loss.png", "iou_per_class.csv", "best.keras"} <= artifacts
+    # The final model is an MLflow model of the run (the Models column, the registry): it
+    # loads with Keras alone and predicts what the run folder's model.keras predicts.
+    assert "model.keras" not in artifacts
+    assert_logged_model(client, run, workdir / "run" / "model.keras", steps)
 
 
 def test_steps_per_execution_4_logs_every_step_once_with_its_rate(workdir):
@@ -353,7 +352,7 @@ def test_logs_to_an_mlflow_server_named_by_the_environment(workdir, mlflow_serve
     client, (run,) = mlflow_runs(mlflow_server)
     assert run.info.status == "FINISHED"
     assert [s for s, _ in mlflow_history(client, run, "train/loss")] == list(range(15))
-    assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert_logged_model(client, run, workdir / "run" / "model.keras", 15)
 
 
 def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy
+
 
 def mlflow_runs(uri, experiment="lrlab"):
     import mlflow
@@ -11,6 +13,35 @@ def mlflow_runs(uri, experiment="lrlab"):
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id], order_by=["start_time ASC"])
+
+
+def assert_logged_model(client, run, keras_file, step, name="model"):
+    """The run's one logged model `name`, READY, at `step`, with a signature and an input
+    example, predicting on it what `keras_file` predicts."""
+    import keras
+    import mlflow.artifacts
+    import mlflow.keras
+    from mlflow.models import Model
+
+    import trainer.recording  # noqa: F401  (model.keras holds lrlab's model class)
+
+    (model,) = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    assert model.name == name and str(model.status) == "READY"
+    assert [
+        (o.model_id, o.step) for o in client.get_run(run.info.run_id).outputs.model_outputs
+    ] == [(model.model_id, step)]
+    info = Model.load(f"models:/{model.model_id}")
+    assert info.signature is not None and "keras" in info.flavors
+    example = info.load_input_example(mlflow.artifacts.download_artifacts(model.artifact_location))
+    served = mlflow.keras.load_model(f"models:/{model.model_id}")
+    numpy.testing.assert_allclose(
+        served.predict(example, verbose=0),
+        keras.models.load_model(keras_file, compile=False).predict(example, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def mlflow_history(client, run, key):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from metrics import MeanIoU
 from schedules.build import from_config, instantiate_checked
 from schedules.lengths import to_steps
-from trainer import resume
+from trainer import export, resume
 from trainer.callbacks import (
     BestCheckpoint,
     EarlyStop,
@@ -249,9 +249,15 @@ def train(
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
         kept = [run_dir / "iou_per_class.csv"]
         if models != "none":  # "best": the sweep keeps it if this trial wins
-            model.save(run_dir / "model.keras")
+            _save_model(model, data.x_test[:5], run_dir, mlflow=run.run_id is not None)
         if models == "all":
-            kept.append(run_dir / "model.keras")
+            mlflow_dir = run_dir / export.FOLDER
+            run.writer.model(
+                "model",
+                run_dir / "model.keras",
+                mlflow_dir if mlflow_dir.exists() else None,
+                recorder.recorded,
+            )
             if (run_dir / "best.keras").exists():
                 kept.append(run_dir / "best.keras")
         run.writer.artifacts(kept)
@@ -275,6 +281,14 @@ def train(
             ),
         )
         return {**final, "run_name": run_name, "refs": run.refs, "models": models}
+
+
+def _save_model(model, example, run_dir, mlflow):
+    """`model.keras` in the run folder and, for an MLflow sink to log as an MLflow model
+    (`mlflow`), the same model in MLflow's format beside it (`mlflow_model/`)."""
+    model.save(run_dir / "model.keras")
+    if mlflow:
+        export.mlflow_format(model, example, run_dir / export.FOLDER)
 
 
 def _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch):

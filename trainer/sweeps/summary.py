@@ -7,10 +7,12 @@ import csv
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.choices import MINIMIZED
+from trainer.export import FOLDER as MLFLOW_FOLDER
 from trainer.sweeps.trial import TRIAL_FILE, read_sweep, short
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,9 @@ def write(sweep_dir, writer, metric):
         )
         model = Path(best["dir"]) / "model.keras"
         if model.exists():
-            writer.artifacts([model], "best_trial")
+            mlflow_dir = Path(best["dir"]) / MLFLOW_FOLDER
+            step = int(best["metrics"].get("trained_steps", 0))
+            writer.model("best_trial", model, mlflow_dir if mlflow_dir.exists() else None, step)
     _drop_losers(found)
     writer.scalars(values, 0)
     writer.tags(tags)
@@ -113,6 +117,7 @@ def _drop_losers(found):
     for t in found.trials:
         if t is not found.best and t.get("models") == "best":
             (Path(t["dir"]) / "model.keras").unlink(missing_ok=True)
+            shutil.rmtree(Path(t["dir"]) / MLFLOW_FOLDER, ignore_errors=True)
 
 
 def write_table(trials, path):

@@ -146,8 +146,53 @@ def ship(client, run_id, record):
                 client.log_artifact(run_id, path, artifact_path=record.get("folder"))
             else:
                 log.warning("artifact %s is gone; not uploaded", path)
+    elif "model" in record:
+        log_model(client, run_id, record)
     elif "end" in record:
         client.set_terminated(run_id, record["end"], end_time=record["time"])
+
+
+def log_model(client, run_id, record):
+    """The folder `record["model"]` (a model in MLflow's format) as the logged model
+    `record["name"]` of the run, what `mlflow.<flavor>.log_model` makes, safe to repeat.
+
+    Written out rather than calling `Model.log`, which saves the model itself from the
+    training process; here the folder exists and only needs uploading. A logged model left
+    unfinished by a killed upload is reused; a finished one is not made again.
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    name, folder = record["name"], Path(record["model"])
+    if not (folder / "MLmodel").exists():
+        log.warning("model folder %s is gone; not uploaded", folder)
+        return
+    run = client.get_run(run_id)
+    found = [
+        m
+        for m in client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if m.name == name
+    ]
+    if found and found[0].status == LoggedModelStatus.READY:
+        return
+    model = found[0] if found else None
+    if model is None:  # with the run's params, as `Model.log` makes it
+        model = client.create_logged_model(
+            run.info.experiment_id,
+            name=name,
+            source_run_id=run_id,
+            params={k: str(v)[:6000] for k, v in run.data.params.items()},
+        )
+    # The MLmodel file names the logged model and run it belongs to, as MLflow's own does.
+    mlmodel = Model.load(str(folder))
+    mlmodel.model_id = mlmodel.model_uuid = model.model_id
+    mlmodel.run_id, mlmodel.artifact_path = run_id, model.artifact_location
+    mlmodel.save(str(folder / "MLmodel"))
+    client.log_model_artifacts(model.model_id, str(folder))
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=record.get("step", 0))])
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
 
 
 def transient(err):
@@ -176,8 +221,9 @@ class Shipper:
     shipped is older than `max_delay` seconds, or the run is ending (`hurry`), a fresh thread
     at the creating thread's normal priority takes over (no thread can raise its own priority
     back without CAP_SYS_NICE, but a new one starts at its creator's), and drops to nice 19
-    itself once it has caught up. A watchdog thread at normal priority, nearly always asleep,
-    checks the delay every second.
+    itself once it has caught up. The new thread waits for the line the old one is sending
+    (one line at nice 19), so that no line is ever sent twice at once. A watchdog thread at
+    normal priority, nearly always asleep, checks the delay every second.
     """
 
     BACKOFF = (0.5, 30.0)  # first and longest wait between tries while the store is away
@@ -192,6 +238,7 @@ class Shipper:
         self.outages = []  # seconds each outage lasted
         self.takeovers = 0  # normal-priority threads started because shipping fell behind
         self._changed = threading.Condition()
+        self._sending = threading.Lock()  # held while a line is being shipped
         self._stopping = False
         self._beat = None  # a heartbeat tag value to set when idle
         self._written = collections.deque()  # (end offset, monotonic time) of unshipped lines
@@ -265,7 +312,6 @@ class Shipper:
     def _run(self):
         me = threading.current_thread()
         delay, yielding = 0.0, False
-        refused = None  # the offset of a line the store refused once
         while True:
             with self._changed:
                 if self.offset >= self.spool.end and not yielding and self._worker is me:
@@ -282,39 +328,42 @@ class Shipper:
                     return
                 beat, self._beat = self._beat, None
             self._heartbeat(beat)
-            if self.offset >= self.spool.end:
-                continue
             at = self.offset
-            record, after = self.spool.read(at)
-            try:
-                ship(self.client, self.run_id, record)
-            except Exception as err:
-                if not transient(err) and refused != at:
-                    # A takeover ships the line that the thread before it may still be
-                    # shipping: the later insert of the same params or tags breaks a unique
-                    # key (a refusal, 400), and a second try finds the values there.
-                    refused = at
-                    continue
-                if not transient(err):
-                    with self._changed:
-                        self.error = err
-                        self._changed.notify_all()
-                    return
-                self._went_down(err)
-                delay = min(max(2 * delay, self.BACKOFF[0]), self.BACKOFF[1])
-                with self._changed:
-                    self._changed.wait_for(lambda: self._stopping or self._worker is not me, delay)
+            if at >= self.spool.end:
                 continue
-            delay = 0.0
-            self._came_back()
+            # One line at a time: a thread taking over waits for the line in flight (one
+            # line's upload at nice 19) rather than sending it again beside it, which MLflow
+            # does not take twice at once (a second insert of the same params breaks a
+            # unique key, a 400; a logged model would be made twice).
+            with self._sending:
+                if self.offset != at:
+                    continue  # the thread before this one shipped it
+                record, after = self.spool.read(at)
+                try:
+                    ship(self.client, self.run_id, record)
+                    err = None
+                except Exception as caught:
+                    err = caught
+                if err is None:
+                    with self._changed:
+                        self.spool.mark(after)
+                        self.offset = after
+                        while self._written and self._written[0][0] <= after:
+                            self._written.popleft()
+                        self._changed.notify_all()
+            if err is None:
+                delay = 0.0
+                self._came_back()
+                continue
+            if not transient(err):
+                with self._changed:
+                    self.error = err
+                    self._changed.notify_all()
+                return
+            self._went_down(err)
+            delay = min(max(2 * delay, self.BACKOFF[0]), self.BACKOFF[1])
             with self._changed:
-                if self._worker is not me and self.offset >= after:
-                    return  # a thread that took over shipped it too (shipping is idempotent)
-                self.spool.mark(after)
-                self.offset = after
-                while self._written and self._written[0][0] <= after:
-                    self._written.popleft()
-                self._changed.notify_all()
+                self._changed.wait_for(lambda: self._stopping or self._worker is not me, delay)
 
     def _heartbeat(self, beat):
         if beat is not None and self.down_since is None:

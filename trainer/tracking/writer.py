@@ -95,6 +95,9 @@ class WriterProcess:
     def artifacts(self, paths, folder=None):
         self._send(("artifacts", ([str(p) for p in paths], folder)))
 
+    def model(self, name, file, mlflow_dir=None, step=0):
+        self._send(("model", (name, str(file), mlflow_dir and str(mlflow_dir), int(step))))
+
     def flush(self):
         """Block until everything sent so far is written and flushed."""
         if self._send(("flush", ())):

@@ -9,7 +9,10 @@ writer process (`trainer.tracking.writer`), which calls, in this order:
     tags(values)            the run's tags, {"lrlab.model": "cnn", ...}; may come again later
     steps(rows)             per-step rows, an (n, 4) array with columns `rows.COLUMNS`
     scalars(values, step)   named values at one step (epoch metrics, final results)
-    artifacts(paths, folder) files of the run folder worth keeping (models, plots, CSVs)
+    artifacts(paths, folder) files of the run folder worth keeping (plots, CSVs, checkpoints)
+    model(name, file, mlflow_dir, step)  a trained model: its `.keras` file and, where an
+                            MLflow sink runs, the same model in MLflow's format (a folder with
+                            an `MLmodel` file; else None); by default kept as an artifact
     flush()                 make everything so far durable
     heartbeat()             every minute while the run is open (from a thread, never at
                             the same time as another call): say the run is alive
@@ -102,6 +105,12 @@ class Sink:
 
     def artifacts(self, paths, folder=None):
         pass
+
+    def model(self, name, file, mlflow_dir=None, step=0):
+        """A trained model called `name` ("model", a sweep's "best_trial") at training step
+        `step`: kept as the artifact `file` (its `.keras` file) in a folder `name`, unless
+        the sink stores models its own way (MLflow: a logged model)."""
+        self.artifacts([file], name)
 
     def flush(self):
         pass

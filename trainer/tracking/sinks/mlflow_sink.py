@@ -332,6 +332,13 @@ class MlflowSink(Sink):
     def artifacts(self, paths, folder=None):
         self._append({"artifacts": [str(p) for p in paths], "folder": folder})
 
+    def model(self, name, file, mlflow_dir=None, step=0):
+        """An MLflow model of the run (the Models column, the registry), from `mlflow_dir`;
+        the `.keras` file as an artifact where there is no such folder."""
+        if mlflow_dir is None:
+            return self.artifacts([file], name)
+        self._append({"model": mlflow_dir, "name": name, "step": step})
+
     def _append(self, record):
         if self.shipper.error is not None:  # a refused upload: the writer switches us off
             raise self.shipper.error
