@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SPOOL, OFFSET = "mlflow_spool.jsonl", "mlflow_spool.offset"
 MAX_METRICS, MAX_PARAMS = 1000, 100  # per log_batch call (MLflow's limits)
+# The run's tags a logged model gets too: the UI's "Logged from" column shows the source.
+SOURCE_TAGS = ("mlflow.source.", "mlflow.user")
 
 
 class Spool:
@@ -178,12 +180,13 @@ def log_model(client, run_id, record):
     if found and found[0].status == LoggedModelStatus.READY:
         return
     model = found[0] if found else None
-    if model is None:  # with the run's params, as `Model.log` makes it
+    if model is None:  # with the run's params and source, as `Model.log` makes it
         model = client.create_logged_model(
             run.info.experiment_id,
             name=name,
             source_run_id=run_id,
             params={k: str(v)[:6000] for k, v in run.data.params.items()},
+            tags={k: v for k, v in run.data.tags.items() if k.startswith(SOURCE_TAGS)},
         )
     # The MLmodel file names the logged model and run it belongs to, as MLflow's own does.
     mlmodel = Model.load(str(folder))
