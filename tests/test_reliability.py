@@ -586,6 +586,45 @@ def test_ctrl_c_saves_a_checkpoint_where_it_stops_and_the_run_resumes_from_there
     resume_and_check(workdir, "run", run, step)
 
 
+def assert_stopped_like_ctrl_c(workdir, stopped, name, code):
+    """A run stopped by a signal named `name`: exit `code` with no traceback, a resume
+    checkpoint at the step it stopped, the run KILLED with each step trained once and a
+    description naming the signal; returns (run, step)."""
+    from trainer import resume
+
+    assert stopped.returncode == code, stopped.output[-3000:]
+    assert "Traceback" not in stopped.output, stopped.output[-3000:]
+    assert f"python -m trainer: interrupted ({name}); MLflow run" in stopped.output
+    step = resume.load(resume.path_in(workdir / "run"))[0]["step"]
+    assert 40 <= step < 1000, step  # where it stopped, not the last periodic checkpoint
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mlflow.note.content"].startswith(
+        f"Interrupted ({name}) after {step} of 2000 steps; continue it with: python -m trainer"
+    )
+    for key in ("train/lr", "train/loss"):
+        assert [s for s, _ in mlflow_history(client, run, key)] == list(range(step)), key
+    assert not (workdir / "run" / "mlflow_spool.jsonl").exists()  # every write uploaded
+    return run, step
+
+
+def test_sigterm_to_the_process_group_stops_like_ctrl_c_and_the_run_resumes(workdir):
+    # `docker stop`, `timeout` and Slurm: SIGTERM to every process of the job, the tracking
+    # writer included, which must leave the ending to the trainer.
+    stopped = stop_early(workdir, "run", lambda p: os.killpg(p.pid, signal.SIGTERM))
+    run, step = assert_stopped_like_ctrl_c(workdir, stopped, "SIGTERM", 128 + signal.SIGTERM)
+    resume_and_check(workdir, "run", run, step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm-trainer-alone", "sighup"]
+)
+def test_sigterm_or_sighup_to_the_trainer_alone_stops_like_ctrl_c(workdir, signum):
+    stopped = stop_early(workdir, "run", lambda p: p.send_signal(signum))
+    assert_stopped_like_ctrl_c(workdir, stopped, signal.Signals(signum).name, 128 + signum)
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(workdir):
     stopped = stop_early(workdir, "run", lambda p: os.killpg(p.pid, signal.SIGKILL))
     assert stopped.returncode == -signal.SIGKILL

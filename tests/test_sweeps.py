@@ -155,7 +155,12 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(workdir):
     assert parent.data.tags["lrlab.sweep.best_trial"] == "2"
 
 
-def test_ctrl_c_ends_the_parent_killed_with_the_summary_of_the_trials_done(workdir):
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_ends_the_parent_killed_with_the_summary_of_the_trials_done(workdir, signum):
     argv, env = trainer_command(
         *sweep_args(workdir, "schedule=constant", "trainer.seed=1,2,3", epochs=40)
     )
@@ -167,10 +172,13 @@ def test_ctrl_c_ends_the_parent_killed_with_the_summary_of_the_trials_done(workd
     deadline = time.time() + 240
     while time.time() < deadline and not (first.exists() and second.exists()):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
+    assert proc.returncode == 128 + signum, output
+    assert "Traceback" not in output, output
     last = output.strip().splitlines()[-1]
+    name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[signum]
+    assert last.startswith(f"python -m trainer: interrupted ({name}); MLflow run "), last
     assert "the sweep's parent run ended KILLED with 2 trials" in last, last
     _, parent, trials = parent_and_trials(workdir)
     assert parent.info.status == "KILLED"

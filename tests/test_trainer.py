@@ -315,7 +315,7 @@ def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
     assert "Traceback" not in output
     last = output.strip().splitlines()[-1]
     assert re.match(
-        r"python -m trainer: interrupted; MLflow run mlp-mnist-cosine [\d:\- ]+ \(", last
+        r"python -m trainer: interrupted \(Ctrl-C\); MLflow run mlp-mnist-cosine [\d:\- ]+ \(", last
     )
     assert "saved as KILLED" in last
     client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 import trainer
 from schedules.console import input_errors_reported, no_folder_left_if_refused
 from schedules.overrides import check_overrides
+from trainer import stopping
 from trainer.sweeps import callback, trial
 
 log = logging.getLogger("trainer")
@@ -34,13 +35,15 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     with input_errors_reported(APP):
         check_overrides("train", sys.argv[1:], APP)
+    stopping.stop_on_signals()  # SIGTERM and SIGHUP stop a run as Ctrl-C does
     try:
         main()
     except KeyboardInterrupt as err:
         # The run was closed on the way out (TrackedRun notes how); one line, no traceback.
         note = getattr(err, "lrlab_note", "no run had started")
         swept = callback.close_open_sweep("KILLED")
-        sys.stderr.write(f"{APP}: interrupted; {note}{swept}\n")
-        sys.exit(130)
+        how = getattr(err, "name", "Ctrl-C")
+        sys.stderr.write(f"{APP}: interrupted ({how}); {note}{swept}\n")
+        sys.exit(stopping.exit_code(err))
     finally:
         callback.close_open_sweep("FAILED")  # a sweep that ended by an error, not by Ctrl-C

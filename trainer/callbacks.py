@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer import resume
+from trainer import resume, stopping
 
 log = logging.getLogger(__name__)
 
@@ -245,45 +245,54 @@ class EarlyStop(keras.callbacks.EarlyStopping):
 
 
 class TrainingInterrupted(Exception):
-    """Raised between two steps after a Ctrl-C: training stops where it is, without the
-    epoch's validation or epoch end (a partial epoch is no epoch)."""
+    """Raised between two steps after a Ctrl-C, SIGTERM or SIGHUP: training stops where it
+    is, without the epoch's validation or epoch end (a partial epoch is no epoch)."""
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
-    """The first Ctrl-C stops training after the current step; a second one interrupts at once.
+    """The first Ctrl-C, SIGTERM or SIGHUP stops training after the current step; a second
+    one interrupts at once.
 
     Python raises KeyboardInterrupt wherever the main thread happens to be, which may be
     inside TensorFlow's own calls, where it can surface as an unrelated `SystemError`.
-    Here SIGINT only sets `requested`; the end of the current training step raises
-    `TrainingInterrupted` from a known place (a Ctrl-C during validation lets the epoch end
+    Here the signal only sets `signum`; the end of the current training step raises
+    `TrainingInterrupted` from a known place (a signal during validation lets the epoch end
     first, and stops after the next step). Keras' own `stop_training` would run the epoch's
     validation and epoch end on the partial epoch, logging it as an epoch and perhaps
     saving it as the best model. The caller then saves a resume checkpoint at that step and
-    closes the run as KILLED with every step.
+    closes the run as KILLED with every step (`stopping.Stopped`).
     """
 
     def __init__(self):
         super().__init__()
-        self.requested = False
-        self._previous = None
+        self.signum = None  # the signal that asked to stop
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
 
     def on_train_begin(self, logs=None):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._stop)
+            self._previous = {s: signal.signal(s, self._stop) for s in stopping.NAMES}
 
     def _stop(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C is immediate
-        log.warning("Ctrl-C: stopping after this step (press it again to stop at once)")
+        self.signum = signum
+        self._restore()  # a second signal is immediate
+        again = " (press it again to stop at once)" if signum == signal.SIGINT else ""
+        log.warning("%s: stopping after this step%s", stopping.NAMES[signum], again)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.requested:
             raise TrainingInterrupted
 
     def on_train_end(self, logs=None):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        self._restore()
+
+    def _restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 class ResumeCheckpoint(EveryNSteps):

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from metrics import MeanIoU
 from schedules.build import from_config, instantiate_checked
 from schedules.lengths import to_steps
-from trainer import export, resume
+from trainer import export, resume, stopping
 from trainer.callbacks import (
     BestCheckpoint,
     EarlyStop,
@@ -226,7 +226,8 @@ def train(
             run.writer.flush()
             _log_curves(run, run_dir, run_name)
         if interrupt.requested:
-            _interrupted(run, model, saver, run_steps, metadata.describe(cfg, names))
+            stopped = stopping.Stopped(interrupt.signum)
+            _interrupted(run, model, saver, run_steps, metadata.describe(cfg, names), stopped)
 
         if divergence.step is not None:
             _diverged(run, divergence, run_name, metadata.describe(cfg, names))
@@ -338,10 +339,10 @@ def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks, early):
     return history
 
 
-def _interrupted(run, model, saver, run_steps, description):
-    """After a Ctrl-C: a resume checkpoint at the step training stopped, the run's
-    description, the command that continues it; then KeyboardInterrupt (the run ends
-    KILLED)."""
+def _interrupted(run, model, saver, run_steps, description, stopped):
+    """After a Ctrl-C, SIGTERM or SIGHUP: a resume checkpoint at the step training stopped,
+    the run's description, the command that continues it; then `stopped` (a
+    KeyboardInterrupt: the run ends KILLED)."""
     from trainer.tracking.run import command_line
 
     step = int(model.optimizer.iterations.numpy())
@@ -358,11 +359,11 @@ def _interrupted(run, model, saver, run_steps, description):
     run.writer.tags(
         {
             "lrlab.interrupted_at_step": str(step),
-            "mlflow.note.content": f"Interrupted (Ctrl-C) after {step} of {run_steps} steps; "
-            f"{how}. {description}",
+            "mlflow.note.content": f"Interrupted ({stopped.name}) after {step} of {run_steps} "
+            f"steps; {how}. {description}",
         }
     )
-    raise KeyboardInterrupt
+    raise stopped
 
 
 def _diverged(run, divergence, run_name, description):

@@ -127,7 +127,7 @@ class TrackedRun:
         return self.refs.get("mlflow", {}).get("run_id")
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is KeyboardInterrupt:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):  # or SIGTERM
             status = "KILLED"
         elif exc_type is not None or self.failure:
             status = "FAILED"
@@ -143,7 +143,7 @@ class TrackedRun:
             log.info("%s", view)
         if exc is not None:
             exc.lrlab_refs = self.refs  # a sweep records which run the failure belongs to
-        if exc_type is KeyboardInterrupt and exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
             where = f"MLflow run {self.info.name} ({self.run_id}) saved as KILLED, with "
             exc.lrlab_note = (
                 where if self.run_id else ""

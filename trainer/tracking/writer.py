@@ -173,19 +173,29 @@ def serve(requests, replies):
     seconds, whatever training is doing, so that `python -m trainer.tracking repair` can
     tell a run that stopped without closing (its processes killed) from a slow one.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    # The parent decides when to stop: a Ctrl-C, or a SIGTERM or SIGHUP sent to the whole
+    # process group (`docker stop`, `timeout`), reaches this process too, and the parent
+    # then sends what it still has and closes the run. If the parent is gone, its pipe ends.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     busy = threading.Lock()  # one call into the sinks (and one reply) at a time
+    gone = threading.Event()  # the parent stopped reading: replies go nowhere
 
     def reply(*message):
-        pickle.dump(message, replies)
-        replies.flush()
+        if gone.is_set():
+            return
+        try:
+            pickle.dump(message, replies)
+            replies.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            gone.set()  # killed parent: the run is still closed, quietly
 
     sinks = {}
     stop = threading.Event()
     while True:
         try:
             kind, args = pickle.load(requests)
-        except EOFError:  # the parent is gone: write what we have
+        except (EOFError, pickle.UnpicklingError):  # the parent is gone: write what we have
             kind, args = "close", ("KILLED",)
         with busy:
             if kind == "sinks":
@@ -263,3 +273,5 @@ if __name__ == "__main__":
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
     )
     serve(sys.stdin.buffer, replies)
+    with contextlib.suppress(OSError, ValueError):  # a parent gone takes the pipe with it
+        replies.close()
