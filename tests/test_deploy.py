@@ -167,6 +167,8 @@ def test_the_compose_files_keep_their_promises(stack, filled_env):
             assert env["RAY_AUTH_TOKEN"] == values["RAY_AUTH_TOKEN"]
             assert env["MLFLOW_TRACKING_URI"].startswith("http")
             assert {v["target"] for v in service["volumes"]} == {"/runs", "/data"}
+            # `docker stop` waits long enough for a SIGTERM'd run to close (not Docker's 10 s).
+            assert service["stop_grace_period"] == "2m30s", name
         if name == "ray-worker":
             # All of the machine's NVIDIA GPUs, which Ray hands out one per trial (one
             # container per GPU cannot work: Docker gives every replica the first GPU).

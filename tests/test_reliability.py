@@ -1,11 +1,13 @@
 """Faults injected into real runs: what survives, and what lrlab does about the rest."""
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -90,9 +92,19 @@ def test_repair_closes_the_runs_of_killed_processes_and_leaves_live_ones(workdir
         time.sleep(2)
         assert client.get_run(doomed_run.info.run_id).info.status == "RUNNING"
 
+        # What the killed writer had spooled but not uploaded goes up first.
+        folder = Path(doomed_run.data.tags["lrlab.run_dir"])
+        spooled = {
+            step
+            for line in (folder / "mlflow_spool.jsonl").read_text().splitlines()[1:]
+            for key, _, _, step in json.loads(line).get("metrics", ())
+            if key == "train/lr"
+        }
         out = repair(uri)
         assert f"{doomed_run.info.run_id}): closed as KILLED: its process" in out
-        assert "on this machine is gone" in out
+        assert "on this machine is gone" in out and "its spool held uploaded first" in out
+        assert [s for s, _ in mlflow_history(client, doomed_run, "train/lr")] == sorted(spooled)
+        assert not (folder / "mlflow_spool.jsonl").exists()
         assert f"{live_run.info.run_id}): left RUNNING: its process" in out
         assert "2 RUNNING run(s)" in out and "1 closed as KILLED" in out
         repaired = client.get_run(doomed_run.info.run_id)

@@ -10,7 +10,9 @@ the same pid), and its writer process refreshes `lrlab.heartbeat` every minute w
 - its last heartbeat is older than `stale` (default 10 minutes, ten heartbeats): a run of
   another machine, or one whose process lives on without its writer.
 
-A run without `lrlab.heartbeat` (another client's, or an older lrlab's) is left alone. When
+A run without `lrlab.heartbeat` (another client's, or an older lrlab's) is left alone. An
+abandoned run whose folder (`lrlab.run_dir`) is on this machine first gets what its spool
+still holds (`sync`), then ends KILLED. When
 only the training process is killed, its writer sees the pipe close and ends the run KILLED
 itself, so `repair` is for when both went (SIGKILL of the process group, a container stopped,
 a machine lost).
@@ -25,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from schedules.errors import ConfigError
-from trainer.tracking.sinks.mlflow_sink import HEARTBEAT_TAG, absolute
+from trainer.tracking.sinks.mlflow_sink import HEARTBEAT_TAG, RUN_DIR_TAG, absolute
 
 HOST_TAG, PID_TAG, START_TAG = "lrlab.host", "lrlab.pid", "lrlab.process_start"
 REPAIRED_TAG = "lrlab.repaired"
@@ -130,9 +132,28 @@ def repair(uri, experiments, stale_s, dry_run=False):
         verdicts.append(verdict)
         if verdict.abandoned and not dry_run:
             client.set_tag(run.info.run_id, REPAIRED_TAG, f"{now.isoformat()}: {verdict.why}")
+            uploaded = _upload_spool(run, uri)
+            if uploaded is not None:
+                verdict.why += f"; {uploaded} points its spool held uploaded first"
+                continue  # `sync` closed it, with the status its spool ends with
             end = verdict.last_seen or now
             client.set_terminated(run.info.run_id, "KILLED", end_time=int(end.timestamp() * 1000))
     return verdicts
+
+
+def _upload_spool(run, uri):
+    """Upload what the killed run left in its spool (`sync`), where its folder is on this
+    machine; the points uploaded, or None where there is no spool of this run here."""
+    from trainer.tracking.spool import Spool
+    from trainer.tracking.sync import sync
+
+    folder = run.data.tags.get(RUN_DIR_TAG)
+    if not folder or run.data.tags.get(HOST_TAG) != socket.gethostname():
+        return None
+    spool = Spool(folder)
+    if not spool.exists or spool.header().get("run_id") != run.info.run_id:
+        return None
+    return sync(folder, uri).points
 
 
 def _running(client, experiment_ids):

@@ -33,6 +33,7 @@ LOCAL_FIX = "unset MLFLOW_TRACKING_URI (or set tracking.uri=sqlite:///mlflow.db)
 DROP_FIX = "or leave MLflow out: sink=[tensorboard,csv]"
 # Set at the start and every minute after while the run is open (trainer.tracking.repair).
 HEARTBEAT_TAG = "lrlab.heartbeat"
+RUN_DIR_TAG = "lrlab.run_dir"  # the run folder, on the machine of `lrlab.host`
 
 
 class MlflowSink(Sink):
@@ -192,7 +193,8 @@ class MlflowSink(Sink):
                 "another folder (hydra.run.dir)",
             )
         experiment_id = self._experiment_id()
-        tags = {HEARTBEAT_TAG: utc_now()}
+        # Where its spool is, for `repair` to upload what a killed run left there.
+        tags = {HEARTBEAT_TAG: utc_now(), RUN_DIR_TAG: str(Path(run.dir).resolve())}
         if run.parent and "mlflow" in run.parent:
             tags["mlflow.parentRunId"] = run.parent["mlflow"]["run_id"]
             self._check_parent(run.parent["mlflow"])
