@@ -745,3 +745,30 @@ def test_four_training_trials_at_once_on_one_sqlite_file_keep_every_point(workdi
     out = parallel_sweep(workdir, uri, 4)
     assert out.returncode == 0, out.stderr[-3000:]
     assert_trials_complete(uri, 4)
+
+
+@pytest.mark.slow
+def test_five_first_runs_at_once_on_a_fresh_default_store_all_succeed(workdir):
+    # Five terminals (or CI jobs) in one empty folder: the default store sqlite:///mlflow.db
+    # does not exist yet, and MLflow's schema creation is not safe to run five times at once.
+    argv, env = trainer_command(
+        "model=mlp", "trainer.epochs=1", "trainer.limit_train_batches=5", "sink=[mlflow]"
+    )
+    processes = [
+        subprocess.Popen(
+            [*argv, f"hydra.run.dir=run{i}"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(5)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert [r.info.status for r in runs] == ["FINISHED"] * 5
+    for run in runs:
+        assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(5))

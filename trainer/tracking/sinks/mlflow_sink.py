@@ -8,6 +8,8 @@ Every write after the run's creation goes through the run folder's spool
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -182,7 +184,8 @@ class MlflowSink(Sink):
         self.spool = Spool(run.dir)
         self.have = {}  # {metric: last step} the run already has (a resumed run's)
         own_retries()
-        self.client = _Patient(MlflowClient(tracking_uri=self.uri))
+        with _store_made_once(self.uri):  # the client makes a new store's schema
+            self.client = _Patient(MlflowClient(tracking_uri=self.uri))
         if run.resume and "mlflow" in run.resume:
             return self._reopen(run, run.resume["mlflow"])
         if self.spool.exists:
@@ -419,6 +422,28 @@ def view_line(ref):
     if ref["uri"].startswith(("http://", "https://")):
         return f"see it in MLflow: {run_url(ref)}"
     return f"see it in MLflow: mlflow ui --backend-store-uri {ref['uri']}, then {run_url(ref)}"
+
+
+@contextlib.contextmanager
+def _store_made_once(uri):
+    """Processes that open a SQLite store take turns while it may be new.
+
+    MLflow creates (and migrates) a SQLite store's schema on first use; several processes
+    doing it at once fail in the migration (`table _alembic_tmp_... already exists`,
+    `Online migration expected to match one row`): 8 of 10 processes started together on
+    a fresh file, here. An exclusive lock on the store's folder (flock, released by the
+    kernel even when the holder is killed) lets one make it while the others wait; it is
+    held while the client is made, which is when MLflow creates or migrates the schema.
+    """
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        yield
+        return
+    folder = os.open(Path(uri[len("sqlite:///") :]).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # and with it the lock
 
 
 def utc_now():
