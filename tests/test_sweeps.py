@@ -265,6 +265,36 @@ def postgres_url(postgres_database):
     return postgres_database()
 
 
+def test_the_sweepers_sampler_draws_each_trial_from_its_own_seed():
+    # The configured sampler (TPE, seed 42) as the sweeper builds it: processes asking one
+    # study for trials at once get different ones, and a study is the same from its seed.
+    import optuna
+    from hydra import compose, initialize_config_dir
+
+    from tests.project import CONF
+    from trainer.sweeps.optuna_search import sampler
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", ["hydra/sweeper=lrlab_optuna"], return_hydra_config=True)
+    node = cfg.hydra.sweeper.sampler
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+
+    def asked(study, n):
+        return [study.ask(space).params["lr"] for _ in range(n)]
+
+    storage = optuna.storages.InMemoryStorage()
+    a, b = (
+        optuna.create_study(
+            study_name="joined", storage=storage, sampler=sampler(node), load_if_exists=True
+        )
+        for _ in range(2)
+    )
+    joined = [x for pair in zip(asked(a, 3), asked(b, 3)) for x in pair]
+    assert len(set(joined)) == 6
+    alone = [optuna.create_study(sampler=sampler(node)) for _ in range(2)]
+    assert asked(alone[0], 4) == asked(alone[1], 4)
+
+
 def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url):
     runs = []
     for machine in ("a", "b"):
@@ -297,6 +327,8 @@ def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url
         assert proc.returncode == 0, output[-3000:]
     study = optuna_study("shared", postgres_url)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    # Both seeded with 42, yet four different trials: the seed is per trial, not per process.
+    assert len({t.params["optimizer.learning_rate"] for t in study.trials}) == 4
     by_sweep = {}
     for t in study.trials:
         by_sweep.setdefault(t.user_attrs["lrlab.sweep.id"], []).append(t.user_attrs["lrlab.job"])

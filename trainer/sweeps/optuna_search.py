@@ -174,7 +174,8 @@ class OptunaSearch(Sweeper):
         study = _create_study(
             study_name=name,
             storage=storage,
-            sampler=_built(self.sampler_cfg),
+            # From the config node: Hydra may have built `self.sampler_cfg` already.
+            sampler=sampler(self.config.hydra.sweeper.get("sampler", self.sampler_cfg)),
             pruner=_built(self.pruner_cfg) or optuna.pruners.NopPruner(),
             direction=direction,
             load_if_exists=True,
@@ -236,8 +237,7 @@ class OptunaSearch(Sweeper):
             study.tell(trial, float(result.return_value))
         else:
             error = (record or {}).get("error") or f"the job ended {result.status.name}"
-            trial_id = trial._trial_id
-            study._storage.set_trial_user_attr(trial_id, "lrlab.error", str(error)[:1000])
+            trial.set_user_attr("lrlab.error", str(error)[:1000])
             study.tell(trial, state=states.FAIL)
 
 
@@ -258,6 +258,17 @@ def _create_study(attempts=6, **kwargs):
             )
             time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def sampler(node):
+    """The Optuna sampler of `hydra.sweeper.sampler`; one with a `seed` draws each trial
+    from a seed of its own (`SeedPerTrial`)."""
+    seed = node.get("seed") if hasattr(node, "keys") else None
+    if seed is None:
+        return _built(node)
+    from trainer.sweeps.samplers import SeedPerTrial
+
+    return SeedPerTrial(lambda s: instantiate(node, seed=s), int(seed))
 
 
 def _built(node):
