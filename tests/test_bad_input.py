@@ -57,6 +57,17 @@ CASES = [
         "unknown schedule", ["schedule=cosin"], ["schedule=cosin", "did you mean schedule=cosine"]
     ),
     Case("unknown model", ["model=resnet"], ["model=resnet: no such option", "cnn, mlp"]),
+    # Input that would train the wrong thing, or nothing for minutes.
+    Case(
+        "sweep preset without -m",
+        ["sweep=clr_optuna"],
+        ["sweep=clr_optuna is a search preset", "fix: add -m: python -m trainer -m sweep="],
+    ),
+    Case(
+        "batch larger than the split",
+        ["trainer.batch_size=10000000"],
+        ["trainer.batch_size must be at most the training split (55000 images", "fix:"],
+    ),
     Case("unknown key", ["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
     Case("unknown key added", ["+trainer.epoch=1"], ["did you mean trainer.epochs?"]),
     Case("unknown nested key", ["tracking.flush_every=10"], ["tracking.flush_every_steps"]),

@@ -23,13 +23,14 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
 
     from schedules.build import check_keys
     from schedules.console import import_tensorflow
-    from trainer.checks import check_config
+    from trainer.checks import check_batch_size, check_config
     from trainer.choices import AUTO_KEYS
     from trainer.tracking.run import build_sinks
 
     check_config(cfg, in_sweep=trial is not None)
     check_keys("dataset", OmegaConf.to_container(cfg.dataset, resolve=True))
     train_samples = instantiate(cfg.dataset).check()
+    check_batch_size(cfg, train_samples)
     build_sinks(cfg.get("sink"))  # each sink checks its settings (an MLflow server answers)
     if cfg.mode == "train" and cfg.trainer.resume:
         from trainer.resume import to_resume

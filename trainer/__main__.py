@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 import trainer
 from schedules.console import input_errors_reported, no_folder_left_if_refused
+from schedules.errors import ConfigError
 from schedules.overrides import check_overrides
 from trainer import stopping
 from trainer.sweeps import callback, trial
@@ -28,6 +29,13 @@ def main(cfg: DictConfig) -> float | None:
     if this is not None:
         return trial.run(cfg, choices, this)
     with input_errors_reported(APP), no_folder_left_if_refused(cfg.output_dir):
+        preset = choices.get("sweep")
+        if preset not in (None, "null"):
+            raise ConfigError(
+                f"sweep={preset} is a search preset (conf/sweep/): it runs as a sweep, with "
+                "-m; without it one run of the default settings would train",
+                fix=f"add -m: python -m trainer -m sweep={preset} ...",
+            )
         results = trainer.run(cfg, choices)
     return results.get(cfg.optimized_metric)
 

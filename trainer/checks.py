@@ -174,3 +174,18 @@ def _is_class_iou(name):
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_batch_size(cfg: DictConfig, train_samples) -> None:
+    """A batch no larger than the training split (`train_samples` less the validation
+    split; None: not known before the download)."""
+    if train_samples is None:
+        return
+    split = train_samples - cfg.dataset.val_size
+    if cfg.trainer.batch_size > split:
+        raise ConfigError(
+            f"trainer.batch_size must be at most the training split ({split} images of "
+            f"{cfg.dataset.name} after the {cfg.dataset.val_size} held out for validation). "
+            f"Received: trainer.batch_size={cfg.trainer.batch_size}",
+            fix="e.g. trainer.batch_size=32 (one batch per step; an epoch is the split)",
+        )
