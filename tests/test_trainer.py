@@ -280,6 +280,25 @@ def test_an_exploding_loss_stops_as_diverged_and_saves_no_checkpoint(workdir):
     assert_every_step_once(workdir, run, client, len(losses))
 
 
+def test_a_diverged_run_ends_the_command_with_one_line_not_a_traceback(workdir):
+    out = run_trainer(
+        "model=mlp",
+        "schedule=constant",
+        "schedule.lr=1e10",  # NaN or an explosion at step 1
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=20",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        cwd=workdir,
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stdout + out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m trainer: mlp-mnist-constant "), last
+    assert "at step 1 (learning rate 1e+10); the run is marked FAILED (lower the" in last
+    _, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FAILED"
+
+
 def test_an_exception_keeps_every_step_and_marks_the_run_failed(workdir):
     # A plateau monitor that names no metric raises at the first epoch end.
     cfg = small(workdir, "model=mlp", "plateau=reduce", "plateau.monitor=val_acc", batches=9)

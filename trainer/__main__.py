@@ -36,7 +36,12 @@ def main(cfg: DictConfig) -> float | None:
                 "-m; without it one run of the default settings would train",
                 fix=f"add -m: python -m trainer -m sweep={preset} ...",
             )
-        results = trainer.run(cfg, choices)
+        try:
+            results = trainer.run(cfg, choices)
+        except stopping.TrainingDiverged as err:  # the run says so, FAILED: no traceback
+            sys.stdout.flush()
+            sys.stderr.write(f"{APP}: {err}\n")
+            sys.exit(1)
     return results.get(cfg.optimized_metric)
 
 

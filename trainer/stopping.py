@@ -1,6 +1,7 @@
-"""How a run is asked to stop: Ctrl-C (SIGINT), and SIGTERM and SIGHUP, which `docker stop`,
-`timeout`, systemd, Slurm and Kubernetes send (SIGTERM, then SIGKILL after a grace period)
-and a closed terminal sends (SIGHUP).
+"""How a run stops before its end: it diverged (`TrainingDiverged`), or it was asked to:
+Ctrl-C (SIGINT), and SIGTERM and SIGHUP, which `docker stop`, `timeout`, systemd, Slurm and
+Kubernetes send (SIGTERM, then SIGKILL after a grace period) and a closed terminal sends
+(SIGHUP).
 
 Python's default SIGTERM and SIGHUP end the process at once, without `finally` blocks: the
 run stayed RUNNING in MLflow with its last steps only in the spool. Here all three stop the
@@ -46,3 +47,7 @@ def exit_code(err):
     """128 + the signal's number, the shell's convention: 130 after Ctrl-C, 143 after
     SIGTERM, 129 after SIGHUP."""
     return 128 + int(getattr(err, "signum", signal.SIGINT))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite, or exploded; the run is marked FAILED with the step."""

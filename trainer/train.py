@@ -29,16 +29,13 @@ from trainer.callbacks import (
 from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
+from trainer.stopping import TrainingDiverged
 from trainer.tracking import metadata
 from trainer.tracking.recorder import StepRecorder
 from trainer.tracking.run import TrackedRun
 from trainer.tracking.sinks.base import RunInfo
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite, or exploded; the run is marked FAILED with the step."""
 
 
 def run_length(t, train_samples, val_size):
