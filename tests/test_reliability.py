@@ -682,6 +682,25 @@ def test_resume_names_a_folder_without_checkpoint_and_changed_settings(workdir):
     assert not (workdir / "mlflow.db").exists()  # nothing logged
 
 
+def test_resume_names_a_truncated_checkpoint_in_a_few_lines(workdir):
+    import io
+
+    argv, env = resumable_run(f"tracking.uri=sqlite:///{workdir}/mlflow.db", "trainer.resume=true")
+    checkpoint = workdir / "run" / "resume" / "checkpoint.npz"
+    checkpoint.parent.mkdir(parents=True)
+    whole = io.BytesIO()
+    np.savez(whole, weights=np.zeros(1000))
+    checkpoint.write_bytes(whole.getvalue()[:300])  # a disk that filled, a copy cut short
+    out = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert f"python -m trainer: error: {checkpoint} is not a readable lrlab checkpoint" in (
+        out.stderr
+    )
+    assert "fix: start the run afresh" in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 3
+
+
 def parallel_sweep(workdir, uri, trials):
     """A sweep of `trials` CLR trials of 1000 MLP steps each, all at once, each in its own
     process, a write every 5 steps; returns the finished process."""

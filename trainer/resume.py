@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,10 @@ def load(path):
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         meta = json.loads(str(arrays.pop("json")))
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ConfigError(
-            f"{path} is not a readable lrlab checkpoint ({type(err).__name__}: {err})",
+            f"{path} is not a readable lrlab checkpoint ({type(err).__name__}: {err}); it is "
+            "saved whole or not at all, so something else cut or changed it",
             fix="start the run afresh (trainer.resume=false, another hydra.run.dir)",
         ) from err
     return meta, arrays
