@@ -25,12 +25,13 @@ def check_overrides(config_name, args, app):
         return  # --help, --cfg job, ...: Hydra's own flags, nothing to train
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser = OverridesParser.create()
+    args = [a for a in args if a not in ("-m", "--multirun")]
     try:
-        overrides = OverridesParser.create().parse_overrides(
-            [a for a in args if a not in ("-m", "--multirun")]
-        )
+        overrides = parser.parse_overrides(args)
     except Exception:
-        return  # a syntax error: Hydra reports it
+        _syntax_error(parser, args)
+        return  # not one argument alone: Hydra reports it
     searchpath = [o for o in overrides if o.key_or_group == "hydra.searchpath"]
     folders = [CONF, *_folders(searchpath)]
     overrides = [o for o in overrides if not o.is_hydra_override() and not o.is_delete()]
@@ -68,6 +69,28 @@ def check_overrides(config_name, args, app):
         if parent in targets and not close:
             fix = f"to pass a new argument to {parent}'s class, add it with +{key}=<value>"
         raise ConfigError(f"{key} is not a config key ({hint})", fix=fix)
+
+
+def _syntax_error(parser, args):
+    """Raise a ConfigError naming the first argument Hydra's grammar refuses, with the fix
+    (Hydra's own message is a parser exception with a caret, and a traceback hint)."""
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except Exception as err:
+            key, _, value = arg.partition("=")
+            detail = str(err).strip().splitlines()[0][:200]
+            # Letters beyond ASCII, and spaces, need quotes in Hydra's grammar.
+            if any(not c.isascii() or c.isspace() for c in value):
+                fix = (
+                    f"quote the value for Hydra, and the whole for the shell: "
+                    f"'{key}=\"{value}\"' (docs: hydra.cc override grammar)"
+                )
+            else:
+                fix = "see https://hydra.cc/docs/advanced/override_grammar/basic/"
+            raise ConfigError(
+                f"{arg!r} is not an override Hydra can read ({detail})", fix=fix
+            ) from err
 
 
 def _parent(path):

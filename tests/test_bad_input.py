@@ -57,6 +57,20 @@ CASES = [
         "unknown schedule", ["schedule=cosin"], ["schedule=cosin", "did you mean schedule=cosine"]
     ),
     Case("unknown model", ["model=resnet"], ["model=resnet: no such option", "cnn, mlp"]),
+    # Overrides Hydra's grammar refuses: the argument named, and how to write it.
+    Case(
+        "unquoted non-ASCII value",
+        ["tracking.experiment=实验"],
+        [
+            "'tracking.experiment=实验' is not an override Hydra can read",
+            """'tracking.experiment="实验"'""",
+        ],
+    ),
+    Case(
+        "unclosed list",
+        ["schedule=piecewise", "schedule.boundaries=[100,200"],
+        ["'schedule.boundaries=[100,200' is not an override Hydra can read", "override_grammar"],
+    ),
     # Input that would train the wrong thing, or nothing for minutes.
     Case(
         "sweep preset without -m",

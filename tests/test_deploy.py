@@ -484,7 +484,8 @@ def test_a_ray_sweep_puts_its_parent_and_trials_in_postgresql(workdir, team_serv
     )
     (parent,) = [r for r in runs if r[3] is None]
     trials = [r for r in runs if r[3] is not None]
-    assert parent[1] == "FINISHED" and parent[2].startswith("sweep: schedule.max_lr=1e-3,3e-3")
+    assert parent[1] == "FINISHED"
+    assert re.fullmatch(r"sweep mlp-mnist max_lr \d\d-\d\d \d\d:\d\d", parent[2]), parent[2]
     assert len(trials) == 2
     for run_id, status, _, parent_id in trials:
         assert status == "FINISHED" and parent_id == parent[0]
