@@ -265,6 +265,23 @@ def postgres_url(postgres_database):
     return postgres_database()
 
 
+def test_an_optuna_storage_that_does_not_answer_is_named_at_once(workdir):
+    from tests.project import free_port
+
+    storage = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/test"
+    out = run_trainer(
+        *sweep_args(workdir, "hydra/sweeper=lrlab_optuna", "hydra.sweeper.n_trials=1"),
+        "optimizer.learning_rate=tag(log, interval(1e-4, 1e-2))",
+        f"hydra.sweeper.storage={storage}",
+        cwd=workdir,
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text and "being created elsewhere" not in text
+    assert f"error: hydra.sweeper.storage={storage}: no database answers there" in text
+    assert "Connection refused" in text and "fix: start it" in text
+
+
 def test_the_sweepers_sampler_draws_each_trial_from_its_own_seed():
     # The configured sampler (TPE, seed 42) as the sweeper builds it: processes asking one
     # study for trials at once get different ones, and a study is the same from its seed.

@@ -160,6 +160,14 @@ class OptunaSearch(Sweeper):
             self.n_jobs = int(config.hydra.launcher.get("parallel") or 1)
 
     def sweep(self, arguments):
+        from schedules.console import input_errors_reported
+
+        # A bad storage or space is an input error: a few lines, exit 2 (Hydra would print
+        # its traceback hint); the sweep's parent run ends FAILED with it.
+        with input_errors_reported("python -m trainer"):
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments):
         import optuna
         from optuna.trial import TrialState
 
@@ -241,6 +249,10 @@ class OptunaSearch(Sweeper):
             study.tell(trial, state=states.FAIL)
 
 
+# What a database that is not there says (PostgreSQL, MySQL through SQLAlchemy).
+UNREACHABLE = ("Connection refused", "could not connect", "could not translate host name")
+
+
 def _create_study(attempts=6, **kwargs):
     """`optuna.create_study`, again when another process was creating the same database's
     tables at that moment (two machines starting one study at once collide on PostgreSQL's
@@ -253,6 +265,13 @@ def _create_study(attempts=6, **kwargs):
         except Exception as err:
             if type(err).__module__.split(".")[0] != "sqlalchemy" or attempt == attempts - 1:
                 raise
+            if any(words in str(err) for words in UNREACHABLE):
+                raise ConfigError(
+                    f"hydra.sweeper.storage={kwargs['storage']}: no database answers there "
+                    f"({str(err).strip().splitlines()[0][:200]})",
+                    fix="start it, check the address, or leave hydra.sweeper.storage out (a "
+                    "journal file in the sweep folder)",
+                ) from None
             log.info(
                 "the study's storage was being created elsewhere (%s); again", type(err).__name__
             )
