@@ -791,3 +791,39 @@ def test_five_first_runs_at_once_on_a_fresh_default_store_all_succeed(workdir):
     assert [r.info.status for r in runs] == ["FINISHED"] * 5
     for run in runs:
         assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(5))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (root may mount one): a run folder that fills up."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MB tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_named_and_the_run_ends_failed_with_every_step(workdir, tiny_disk):
+    argv, env = trainer_command(
+        "model=mlp",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=200",
+        f"tracking.uri=sqlite:///{workdir}/mlflow.db",
+        f"hydra.run.dir={tiny_disk}/run",
+    )
+    out = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text and "did not answer" not in text and "waiting for" not in text
+    assert f"python -m trainer: no space left on device ({tiny_disk}/run" in text
+    client, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FAILED"
+    assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(200))

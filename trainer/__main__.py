@@ -4,6 +4,7 @@ With `-m` each job is a trial of a sweep: a child of the sweep's parent run
 (`trainer.sweeps`), whose failure is recorded without stopping the sweep.
 """
 
+import errno
 import logging
 import sys
 
@@ -41,6 +42,17 @@ def main(cfg: DictConfig) -> float | None:
         except stopping.TrainingDiverged as err:  # the run says so, FAILED: no traceback
             sys.stdout.flush()
             sys.stderr.write(f"{APP}: {err}\n")
+            sys.exit(1)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            sys.stdout.flush()
+            where = err.filename or cfg.output_dir
+            sys.stderr.write(
+                f"{APP}: no space left on device ({where}); the run ended FAILED with every "
+                "step that reached its stores. Free some space, or write the run elsewhere "
+                "(hydra.run.dir=...)\n"
+            )
             sys.exit(1)
     return results.get(cfg.optimized_metric)
 

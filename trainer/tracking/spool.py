@@ -20,6 +20,7 @@ and is removed once every line reached the store and the run closed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -111,7 +112,8 @@ class Spool:
 
     def close(self):
         if self._out is not None:
-            self._out.close()
+            with contextlib.suppress(OSError):  # a full disk: what could not be written
+                self._out.close()
             self._out = None
 
     def remove(self):
@@ -242,6 +244,7 @@ class Shipper:
         self.takeovers = 0  # normal-priority threads started because shipping fell behind
         self._changed = threading.Condition()
         self._sending = threading.Lock()  # held while a line is being shipped
+        self._unmarked = False  # progress could not be written (a full disk)
         self._stopping = False
         self._beat = None  # a heartbeat tag value to set when idle
         self._written = collections.deque()  # (end offset, monotonic time) of unshipped lines
@@ -349,7 +352,7 @@ class Shipper:
                     err = caught
                 if err is None:
                     with self._changed:
-                        self.spool.mark(after)
+                        self._mark(after)
                         self.offset = after
                         while self._written and self._written[0][0] <= after:
                             self._written.popleft()
@@ -367,6 +370,21 @@ class Shipper:
             delay = min(max(2 * delay, self.BACKOFF[0]), self.BACKOFF[1])
             with self._changed:
                 self._changed.wait_for(lambda: self._stopping or self._worker is not me, delay)
+
+    def _mark(self, offset):
+        """Record progress on disk; on a full disk, go on in memory (what reaches the store
+        is what counts; only a `sync` after a crash would send some lines again, which
+        the store takes once)."""
+        try:
+            self.spool.mark(offset)
+        except OSError as err:
+            if not self._unmarked:
+                log.error(
+                    "cannot record upload progress in %s (%s); uploading goes on",
+                    self.spool.offset_path,
+                    err.strerror or err,
+                )
+            self._unmarked = True
 
     def _heartbeat(self, beat):
         if beat is not None and self.down_since is None:

@@ -9,6 +9,7 @@ Every write after the run's creation goes through the run folder's spool
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -22,7 +23,7 @@ import numpy as np
 
 from schedules.errors import ConfigError
 from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics, unseen
-from trainer.tracking.spool import SPOOL, Shipper, Spool, own_retries
+from trainer.tracking.spool import SPOOL, Shipper, Spool, own_retries, ship
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class MlflowSink(Sink):
         self.uri, self.experiment, self.health_timeout = uri, experiment, health_timeout
         self.upload_wait, self.max_delay = upload_wait, max_delay
         self.run_id = None
+        self.disk_full = None  # the OSError of a spool write that found no room
 
     # --- in the training process ----------------------------------------------------------
     def check(self):
@@ -347,13 +349,41 @@ class MlflowSink(Sink):
     def _append(self, record):
         if self.shipper.error is not None:  # a refused upload: the writer switches us off
             raise self.shipper.error
-        self.spool.append(record)
-        self.shipper.notify()
+        if self.disk_full is None:
+            try:
+                self.spool.append(record)
+                self.shipper.notify()
+                return
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                self._spool_full(err)
+        ship(self.client, self.run_id, record)
+
+    def _spool_full(self, err):
+        """No room for the spool: upload what it holds, then every write directly (slower,
+        and a store away now fails the sink), so that the run still gets every value and
+        its end."""
+        self.disk_full = err
+        log.error(
+            "no space left on device in %s: the MLflow sink now uploads each write directly "
+            "instead of through %s",
+            self.spool.path.parent,
+            self.spool.path.name,
+        )
+        self.shipper.hurry()
+        self.shipper.drain(self.upload_wait)
 
     def flush(self):
         if self.shipper.error is not None:
             raise self.shipper.error
-        self.spool.fsync()
+        if self.disk_full is None:
+            try:
+                self.spool.fsync()
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                self._spool_full(err)
 
     def heartbeat(self):
         if self.run_id is not None:
@@ -364,8 +394,7 @@ class MlflowSink(Sink):
         seconds leaves the rest in the spool, and the returned note says how to send it."""
         if self.run_id is None:
             return None
-        self.spool.append({"end": status, "time": int(time.time() * 1000)})
-        self.shipper.notify()
+        self._append({"end": status, "time": int(time.time() * 1000)})
         self.shipper.hurry()  # the run's last values at normal priority, whatever else runs
         done = self._drain()
         self.shipper.stop()
