@@ -282,6 +282,25 @@ def test_an_optuna_storage_that_does_not_answer_is_named_at_once(workdir):
     assert "Connection refused" in text and "fix: start it" in text
 
 
+def test_a_ray_address_that_does_not_answer_is_named_before_any_run(workdir):
+    from tests.project import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    out = run_trainer(
+        *sweep_args(workdir, "schedule=clr", "schedule.max_lr=1e-3,3e-3"),
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={address}",
+        cwd=workdir,
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert f"error: hydra.launcher.ray.init.address={address}: no Ray head answers there" in (
+        out.stderr
+    )
+    assert "fix: start the head" in out.stderr
+    assert not (workdir / "mlflow.db").exists()  # no parent run left RUNNING
+
+
 def test_the_sweepers_sampler_draws_each_trial_from_its_own_seed():
     # The configured sampler (TPE, seed 42) as the sweeper builds it: processes asking one
     # study for trials at once get different ones, and a study is the same from its seed.

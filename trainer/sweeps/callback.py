@@ -31,9 +31,12 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         global _open
+        from schedules.console import input_errors_reported
         from trainer.tracking.run import TrackedRun, command_line, source_tags
         from trainer.tracking.sinks.base import RunInfo
 
+        with input_errors_reported("python -m trainer"):  # before any run is started
+            check_ray_address(config.hydra.launcher)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         task = list(config.hydra.overrides.task)
@@ -75,6 +78,28 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         close_open_sweep("FINISHED")
+
+
+def check_ray_address(launcher, timeout=15.0):
+    """A Ray cluster launcher's head answers at `ray.init.address` within `timeout` seconds
+    (`ray.init` would retry for minutes, and leave the sweep's parent RUNNING)."""
+    import socket
+
+    from schedules.errors import ConfigError
+
+    address = ((launcher.get("ray") or {}).get("init") or {}).get("address")
+    if not address or address in ("auto", "local"):
+        return  # a Ray of this machine's own
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"hydra.launcher.ray.init.address={address}: no Ray head answers there "
+            f"({getattr(err, 'strerror', None) or err})",
+            fix="start the head (ray start --head, or the team stack: docs/deploy.md), check "
+            "RAY_ADDRESS, or run the trials on this machine: hydra/launcher=local_parallel",
+        ) from None
 
 
 def parent_name(config, swept):
