@@ -197,6 +197,8 @@ def test_the_compose_files_keep_their_promises(stack, filled_env):
         assert mlflow_env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://")
         assert "mlflow:5000" in mlflow_env["MLFLOW_ALLOWED_HOSTS"].split(",")
         assert services["ray-head"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        # The dashboard listens in its container; only this machine reaches its port.
+        assert services["ray-head"]["environment"]["RAY_DASHBOARD_HOST"] == "0.0.0.0"
     else:
         # Ray nodes of several machines: on the host's network, with the runs folder that
         # every machine mounts.
@@ -207,6 +209,8 @@ def test_the_compose_files_keep_their_promises(stack, filled_env):
                 (runs,) = [v for v in node["volumes"] if v["target"] == "/runs"]
                 assert runs["source"] == values["LRLAB_RUNS"]
                 assert node["environment"]["RAY_ADDRESS"] == values["RAY_HEAD_ADDRESS"]
+        if "ray-head" in services:  # on the host's network: this machine only, unless told
+            assert services["ray-head"]["environment"]["RAY_DASHBOARD_HOST"] == "127.0.0.1"
 
 
 def locked(path):
