@@ -349,16 +349,24 @@ class MlflowSink(Sink):
     def _append(self, record):
         if self.shipper.error is not None:  # a refused upload: the writer switches us off
             raise self.shipper.error
-        if self.disk_full is None:
-            try:
-                self.spool.append(record)
-                self.shipper.notify()
-                return
-            except OSError as err:
-                if err.errno != errno.ENOSPC:
-                    raise
-                self._spool_full(err)
-        ship(self.client, self.run_id, record)
+        if self._spooled(lambda: self.spool.append(record)):
+            self.shipper.notify()
+        else:
+            ship(self.client, self.run_id, record)
+
+    def _spooled(self, write):
+        """Do `write` to the spool; False, and direct uploads from then on, where the disk
+        has no room for it (or had none before)."""
+        if self.disk_full is not None:
+            return False
+        try:
+            write()
+            return True
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            self._spool_full(err)
+            return False
 
     def _spool_full(self, err):
         """No room for the spool: upload what it holds, then every write directly (slower,
@@ -377,13 +385,7 @@ class MlflowSink(Sink):
     def flush(self):
         if self.shipper.error is not None:
             raise self.shipper.error
-        if self.disk_full is None:
-            try:
-                self.spool.fsync()
-            except OSError as err:
-                if err.errno != errno.ENOSPC:
-                    raise
-                self._spool_full(err)
+        self._spooled(self.spool.fsync)
 
     def heartbeat(self):
         if self.run_id is not None:
