@@ -591,10 +591,13 @@ def test_ctrl_c_saves_a_checkpoint_where_it_stops_and_the_run_resumes_from_there
         f"Interrupted (Ctrl-C) after {step} of 2000 steps; continue it with: python -m trainer"
     )
     assert [s for s, _ in mlflow_history(client, run, "train/lr")] == list(range(step))
-    # The partial epoch is no epoch: no validation, no epoch metrics, no best model from it.
-    assert not mlflow_history(client, run, "epoch/val_loss")
-    assert not mlflow_history(client, run, "epoch/train_loss")
-    assert not (workdir / "run" / "best.keras").exists()
+    # The partial epoch is no epoch: no validation, no epoch metrics, no best model from it;
+    # only the epochs that ended before the stop are (the writer's start can delay steps.csv,
+    # and so the stop, past the first epoch's 200 steps on a busy machine).
+    whole = list(range(step // 200))
+    assert [s for s, _ in mlflow_history(client, run, "epoch/val_loss")] == whole
+    assert [s for s, _ in mlflow_history(client, run, "epoch/train_loss")] == whole
+    assert (workdir / "run" / "best.keras").exists() == bool(whole)
     resume_and_check(workdir, "run", run, step)
 
 
