@@ -10,6 +10,7 @@ constructor argument and passes; `schedules.build.check_keys` checks it against 
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -34,10 +35,14 @@ def check_overrides(config_name, args, app):
         return  # not one argument alone: Hydra reports it
     searchpath = [o for o in overrides if o.key_or_group == "hydra.searchpath"]
     folders = [CONF, *_folders(searchpath)]
+    for o in overrides:
+        if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir"):
+            _check_output_folder(o.key_or_group, o.value())
     overrides = [o for o in overrides if not o.is_hydra_override() and not o.is_delete()]
     groups = [o for o in overrides if any((f / o.key_or_group).is_dir() for f in folders)]
     for o in groups:
         _check_options(o, app, folders)
+    _check_yaml(config_name, groups, folders)
     keys = [o for o in overrides if o not in groups]
     if not keys:
         return
@@ -90,6 +95,68 @@ def _syntax_error(parser, args):
                 fix = "see https://hydra.cc/docs/advanced/override_grammar/basic/"
             raise ConfigError(
                 f"{arg!r} is not an override Hydra can read ({detail})", fix=fix
+            ) from err
+
+
+def _check_output_folder(key, value):
+    """The run (or sweep) folder can be made: Hydra makes it before any code of ours runs,
+    and a folder it cannot make is two chained tracebacks there."""
+    if not isinstance(value, str) or "${" in value:
+        return  # resolved by Hydra at run time (${now:...}): checked when it is made
+    folder = Path(value).expanduser().absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    fix = f"choose a folder you can write: {key}=PATH (e.g. under your home or the project)"
+    if existing.is_dir() and existing == folder:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key}={value}: the folder is read-only for this user", fix=fix)
+        return
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={value}: {existing} is a file, not a folder", fix=fix)
+    # Made and removed again, exactly as deep as it was missing: the only reliable test
+    # (/proc and read-only mounts refuse what access(2) allows root).
+    made = []
+    try:
+        for part in reversed(
+            [folder, *folder.parents][: len(folder.parents) - len(existing.parents)]
+        ):
+            part.mkdir()
+            made.append(part)
+    except OSError as err:
+        raise ConfigError(
+            f"{key}={value}: the folder cannot be made ({err.strerror}: {err.filename})", fix=fix
+        ) from err
+    finally:
+        for part in reversed(made):
+            part.rmdir()
+
+
+def _check_yaml(config_name, groups, folders):
+    """The primary config and each chosen option's file are valid YAML: Hydra's answer to a
+    syntax error is PyYAML's traceback (the file and line are deep inside it)."""
+    import yaml
+
+    files = [f / f"{config_name}.yaml" for f in folders]
+    for o in groups:
+        for option in (o for choice in _options(o) for o in _as_list(choice)):
+            files += [f / o.key_or_group / f"{option}.yaml" for f in folders]
+    for path in files:
+        if not path.is_file():
+            continue
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            context = getattr(err, "context", None)
+            detail = f"{context}: {problem}" if context else problem
+            raise ConfigError(
+                f"{where}: not valid YAML ({detail})",
+                fix="correct the file there (a missing ] or }, a tab, an unquoted ': ' in "
+                'a value); python -c "import yaml,sys; yaml.safe_load(open(sys.argv[1]))" '
+                "FILE checks it",
             ) from err
 
 

@@ -38,6 +38,7 @@ class Case:
     app: str = "trainer"
     env: dict = field(default_factory=dict)
     data: str | None = None  # a broken copy of MNIST to point dataset.dir at
+    files: dict = field(default_factory=dict)  # {path under the working folder: text}
 
     @property
     def before_data(self):
@@ -81,6 +82,24 @@ CASES = [
         "batch larger than the split",
         ["trainer.batch_size=10000000"],
         ["trainer.batch_size must be at most the training split (55000 images", "fix:"],
+    ),
+    # What Hydra reads or makes before any of our code runs.
+    Case(
+        "YAML syntax error in an experiment",
+        ["hydra.searchpath=[file://{tmp}/myconf]", "+experiment=broken"],
+        ["myconf/experiment/broken.yaml, line 3, column 1: not valid YAML", "expected ','"],
+        files={"myconf/experiment/broken.yaml": "# @package _global_\nschedule: [oops\n"},
+    ),
+    Case(
+        "run folder that cannot be made",
+        ["hydra.run.dir=/proc/lrlab-run"],
+        ["hydra.run.dir=/proc/lrlab-run: the folder cannot be made", "fix: choose a folder"],
+    ),
+    Case(
+        "run folder under a file",
+        ["hydra.run.dir=notes.txt/run"],
+        ["notes.txt is a file, not a folder"],
+        files={"notes.txt": "mine"},
     ),
     Case("unknown key", ["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
     Case("unknown key added", ["+trainer.epoch=1"], ["did you mean trainer.epochs?"]),
@@ -301,7 +320,10 @@ def broken_copy(kind, folder):
 def run_case(case, tmp_path):
     """(completed process, output lines without -X importtime's, imported modules, seconds)."""
     data = broken_copy(case.data, tmp_path / "data") if case.data else None
-    args = [a.replace("{data}", str(data)) for a in case.args]
+    for name, text in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    args = [a.replace("{data}", str(data)).replace("{tmp}", str(tmp_path)) for a in case.args]
     env = {
         k: v
         for k, v in os.environ.items()
@@ -385,3 +407,45 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
         timeout=300,
     )
     assert out.returncode != 0 and "Traceback" in out.stderr and "ConfigError" in out.stderr
+
+
+@pytest.fixture
+def read_only_store(tmp_path):
+    """A SQLite store holding one experiment, on a read-only bind mount (a read-only share,
+    or a disk remounted read-only); root may mount, others skip."""
+    import sqlite3
+
+    store = tmp_path / "mlflow.db"
+    db = sqlite3.connect(store)
+    with db:
+        db.execute("create table kept (run text)")
+        db.execute("insert into kept values ('earlier run')")
+    db.close()
+    mounted = subprocess.run(["mount", "--bind", str(store), str(store)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only mount needs root here: {mounted.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(store)], check=True)
+        yield store
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+
+
+def test_a_read_only_store_is_named_before_training_and_left_as_it_was(read_only_store):
+    tmp_path = read_only_store.parent
+    case = Case("read-only store", [], [])
+    out, lines, modules, _ = run_case(case, tmp_path)
+    text = "\n".join(lines)
+    assert out.returncode == 2, text
+    assert f"the SQLite store {read_only_store} is read-only" in text, text
+    assert "fix: make it writable" in text, text
+    assert "Traceback" not in text and len(lines) <= 10, text
+    assert "tensorflow" not in modules  # found in a second, not after loading
+    assert not list(tmp_path.glob("outputs/*/*"))
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{read_only_store}?mode=ro", uri=True)
+    try:
+        assert db.execute("select run from kept").fetchall() == [("earlier run",)]
+    finally:
+        db.close()

@@ -39,6 +39,29 @@ HEARTBEAT_TAG = "lrlab.heartbeat"
 RUN_DIR_TAG = "lrlab.run_dir"  # the run folder, on the machine of `lrlab.host`
 
 
+def _check_sqlite_writable(uri, path):
+    """The SQLite store can be written: its folder exists and takes new files (SQLite keeps
+    its journal beside the database), and an existing database file is writable. MLflow
+    itself finds a read-only file only at its first insert, after TensorFlow has loaded,
+    in a SQLAlchemy traceback. (`access` also sees a read-only mount, for root too.)"""
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"tracking.uri={uri}: the folder {folder} does not exist",
+            fix="create it, or name a SQLite file in an existing folder",
+        )
+    fix = (
+        "make it writable (chmod u+w, or a mount that is not read-only), or log elsewhere: "
+        "tracking.uri=sqlite:///PATH/mlflow.db"
+    )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"tracking.uri={uri}: the folder {folder} is read-only for this user", fix=fix
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"tracking.uri={uri}: the SQLite store {path} is read-only", fix=fix)
+
+
 class MlflowSink(Sink):
     """Logs to the MLflow run it starts in experiment `experiment` of the store at `uri`.
 
@@ -102,11 +125,8 @@ class MlflowSink(Sink):
             self._check_server()
         elif scheme == "sqlite":
             path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
-            if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
-                raise ConfigError(
-                    f"tracking.uri={uri}: the folder {Path(path).resolve().parent} does not exist",
-                    fix="create it, or name a SQLite file in an existing folder",
-                )
+            if path and path != ":memory:":
+                _check_sqlite_writable(uri, Path(path).resolve())
 
     def _check_server(self):
         """The server answers `/health`, and the experiment's lookup with the credentials
