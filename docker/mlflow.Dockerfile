@@ -4,7 +4,10 @@
 # none of which MLflow's plain image has. Started by docker/bin/mlflow-server.
 #
 #   docker build -f docker/mlflow.Dockerfile -t lrlab-mlflow .
-FROM python:3.11-slim-bookworm
+# A tag by default; a team pins the digest it tested (PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
+# in docker/.env; docs/deploy.md, "Pin the base images").
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PYTHONUNBUFFERED=1 \

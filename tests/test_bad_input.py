@@ -232,6 +232,18 @@ CASES = [
     Case("no such host", ["tracking.uri=http://mlflow.invalid:5000"], ["mlflow.invalid:5000"]),
     Case("unknown scheme", ["tracking.uri=ftp://host/x"], ["unknown scheme 'ftp'"]),
     Case(
+        "empty CA setting (MLflow would not verify)",
+        ["tracking.uri=https://localhost:9"],
+        ["MLFLOW_TRACKING_SERVER_CERT_PATH='' is no file", "would not check"],
+        env={"MLFLOW_TRACKING_SERVER_CERT_PATH": ""},
+    ),
+    Case(
+        "missing CA file",
+        ["tracking.uri=https://localhost:9"],
+        ["MLFLOW_TRACKING_SERVER_CERT_PATH=", "team-ca.pem' is no file", "fix: point it at"],
+        env={"MLFLOW_TRACKING_SERVER_CERT_PATH": "{tmp}/team-ca.pem"},
+    ),
+    Case(
         "no such folder",
         ["tracking.uri=sqlite:////nonexistent/lrlab/mlflow.db"],
         ["/nonexistent/lrlab", "does not exist"],

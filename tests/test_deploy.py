@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from sqlalchemy.engine import make_url
 
 from tests.project import ROOT, free_port, run_trainer
 
@@ -121,6 +123,83 @@ def test_the_compose_files_are_valid_and_refuse_to_start_without_secrets(stack, 
     assert out.returncode == 0, out.stderr
 
 
+def test_the_tls_profile_adds_an_https_front_to_mlflow(filled_env):
+    path, values = filled_env
+    out = compose("--profile", "tls", "config", "--format", "json", env_file_path=path)
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert set(services) == {"postgres", "mlflow", "ray-head", "ray-worker", "tls-proxy"}
+    proxy = services["tls-proxy"]
+    assert proxy["image"].startswith("caddy:2.")
+    assert proxy["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert proxy["healthcheck"]["test"] and proxy["restart"] == "unless-stopped"
+    (port,) = proxy["ports"]
+    assert (port["host_ip"], port["target"]) == ("127.0.0.1", 443)  # this machine until told
+    mounts = {v["target"]: v for v in proxy["volumes"]}
+    assert mounts["/etc/caddy/Caddyfile"]["source"] == str(DOCKER / "Caddyfile")
+    assert mounts["/etc/caddy/Caddyfile"]["read_only"] and mounts["/certs"]["read_only"]
+    assert proxy["environment"]["MLFLOW_UPSTREAM"] == "mlflow:5000"
+    assert proxy["environment"]["MLFLOW_TLS_HOST"] == values["MLFLOW_TLS_HOST"]
+    # The Caddyfile's health port is the one the healthcheck asks.
+    assert "{$MLFLOW_TLS_HEALTH_PORT:8081}" in (DOCKER / "Caddyfile").read_text()
+    assert "127.0.0.1:8081/health" in " ".join(proxy["healthcheck"]["test"])
+    # Without the profile the stack is as before.
+    plain = compose("config", "--format", "json", env_file_path=path)
+    assert "tls-proxy" not in json.loads(plain.stdout)["services"]
+    # Opened to the network, only the proxy listens beyond this machine; MLflow stays local.
+    opened = path.parent / "opened.env"
+    opened.write_text(
+        path.read_text().replace("MLFLOW_TLS_BIND=127.0.0.1", "MLFLOW_TLS_BIND=0.0.0.0")
+    )
+    out = compose("--profile", "tls", "config", "--format", "json", env_file_path=opened)
+    services = json.loads(out.stdout)["services"]
+    assert services["tls-proxy"]["ports"][0]["host_ip"] == "0.0.0.0"
+    assert services["mlflow"]["ports"][0]["host_ip"] == "127.0.0.1"
+
+
+def test_the_base_images_take_the_digests_a_team_pins(filled_env):
+    # Pinned by tag in the files (no registry is reachable where lrlab is developed, so no
+    # digest could be looked up and checked); a team pins what it tested in docker/.env.
+    path, _ = filled_env
+    digest = "@sha256:" + "0123456789abcdef" * 4
+    pins = {
+        "POSTGRES_IMAGE": "postgres:17-bookworm",
+        "CADDY_IMAGE": "caddy:2.11-alpine",
+        "PYTHON_IMAGE": "python:3.11-slim-bookworm",
+        "TENSORFLOW_TAG": "2.21.0-gpu",
+    }
+    text = path.read_text()
+    for key, value in pins.items():
+        assert f"{key}={value}\n" in text, key  # .env.example's defaults are the files' own
+        text = text.replace(f"{key}={value}\n", f"{key}={value}{digest}\n")
+    pinned = path.parent / "pinned.env"
+    pinned.write_text(text)
+    out = compose("--profile", "tls", "config", "--format", "json", env_file_path=pinned)
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert services["postgres"]["image"] == f"postgres:17-bookworm{digest}"
+    assert services["tls-proxy"]["image"] == f"caddy:2.11-alpine{digest}"
+    assert services["mlflow"]["build"]["args"]["PYTHON_IMAGE"].endswith(digest)
+    assert services["ray-worker"]["build"]["args"]["TENSORFLOW_TAG"].endswith(digest)
+    assert "FROM ${PYTHON_IMAGE}" in (DOCKER / "mlflow.Dockerfile").read_text()
+    assert "FROM tensorflow/tensorflow:${TENSORFLOW_TAG}" in (DOCKER / "Dockerfile").read_text()
+
+
+def test_the_caddyfile_is_what_caddy_reads(tmp_path):
+    cert = team_certificate(tmp_path)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "MLFLOW_TLS_CERT": str(cert["cert"]),
+        "MLFLOW_TLS_KEY": str(cert["key"]),
+    }
+    command = [tool("caddy"), "validate", "--config", DOCKER / "Caddyfile", "--adapter"]
+    out = subprocess.run([*command, "caddyfile"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    formatted = subprocess.run([tool("caddy"), "fmt", DOCKER / "Caddyfile"], capture_output=True)
+    assert formatted.stdout == (DOCKER / "Caddyfile").read_bytes(), "run: caddy fmt --overwrite"
+
+
 def test_the_compose_check_is_the_compose_specification(tmp_path, filled_env):
     # `docker compose config` validates against the Compose Specification's schema: a
     # misspelt key or a bad value in a copy of the file is refused, naming it.
@@ -193,8 +272,11 @@ def test_the_compose_files_keep_their_promises(stack, filled_env):
         assert set(services) == {"postgres", "mlflow", "ray-head", "ray-worker"}
         assert "deploy" not in services["ray-head"]  # the head takes no trial, no GPU
         mlflow_env = services["mlflow"]["environment"]
-        assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
-        assert mlflow_env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://")
+        # The account apart from any URL (mlflow-server encodes it): the password as written.
+        assert mlflow_env["MLFLOW_DB_PASSWORD"] == values["POSTGRES_PASSWORD"]
+        assert mlflow_env["MLFLOW_DB_USER"] == values["POSTGRES_USER"]
+        assert mlflow_env["MLFLOW_DB_HOST"] == "postgres:5432"
+        assert not any(v.startswith("postgresql") for v in mlflow_env.values())
         assert "mlflow:5000" in mlflow_env["MLFLOW_ALLOWED_HOSTS"].split(",")
         assert services["ray-head"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         # The dashboard listens in its container; only this machine reaches its port.
@@ -281,11 +363,17 @@ def team_server(workdir, postgres_database):
     admin = ("admin", "admin-password-0123")
     user = ("lrlab", "lrlab-password-0123")
     example = env_file(DOCKER / ".env.example")
+    runs, users = make_url(postgres_database()), make_url(postgres_database())
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_BACKEND_STORE_URI": postgres_database(),
-        "MLFLOW_AUTH_DATABASE_URI": postgres_database(),
+        # As compose passes them: the account apart, with a password a URL would misread
+        # (trust auth here checks no password, but a wrong URL reaches no database).
+        "MLFLOW_DB_HOST": f"{runs.host}:{runs.port}",
+        "MLFLOW_DB_USER": runs.username,
+        "MLFLOW_DB_PASSWORD": SPECIAL_PASSWORD,
+        "MLFLOW_DB_NAME": runs.database,
+        "MLFLOW_AUTH_DB_NAME": users.database,
         "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
@@ -315,7 +403,7 @@ def team_server(workdir, postgres_database):
         yield {
             "uri": uri,
             "port": port,
-            "database": env["MLFLOW_BACKEND_STORE_URI"],
+            "database": runs.render_as_string(hide_password=False),
             "artifacts": workdir / "mlartifacts",
             "as_user": {"MLFLOW_TRACKING_USERNAME": user[0], "MLFLOW_TRACKING_PASSWORD": user[1]},
         }
@@ -323,6 +411,62 @@ def team_server(workdir, postgres_database):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+SPECIAL_PASSWORD = "p@ss:w/rd#1% é"
+
+
+def mlflow_server_start(**settings):
+    """`docker/bin/mlflow-server` with only `settings` (and the admin's), to see it refuse."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-0123",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
+        **settings,
+    }
+    return subprocess.run(
+        [BIN / "mlflow-server"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_mlflow_server_names_database_settings_it_cannot_use(postgres_database):
+    runs = make_url(postgres_database())
+    host = f"{runs.host}:{runs.port}"
+    parts = {"MLFLOW_DB_HOST": host, "MLFLOW_DB_USER": "postgres", "MLFLOW_DB_NAME": runs.database}
+    cases = [
+        # The raw password spliced into URLs, as the stack did before: named, with the fix.
+        (
+            {
+                "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://postgres:p@ss:w/rd#1@{host}/x",
+                "MLFLOW_AUTH_DATABASE_URI": f"postgresql+psycopg2://postgres:p@ss:w/rd#1@{host}/y",
+            },
+            ["MLFLOW_BACKEND_STORE_URI is not a database URL", "URL-encoded"],
+        ),
+        (
+            {
+                "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://postgres:p@ssword@{host}/x",
+                "MLFLOW_AUTH_DATABASE_URI": f"postgresql+psycopg2://postgres:p@ssword@{host}/y",
+            },
+            ["cannot reach PostgreSQL", "ssword@127.0.0.1", "MLFLOW_DB_PASSWORD needs no escaping"],
+        ),
+        (parts, ["set MLFLOW_DB_PASSWORD"]),
+        (
+            {**parts, "MLFLOW_DB_PASSWORD": "x", "MLFLOW_DB_USER": "nobody_lrlab"},
+            ['role "nobody_lrlab" does not exist', "POSTGRES_USER in docker/.env"],
+        ),
+        (
+            {**parts, "MLFLOW_DB_PASSWORD": "x", "MLFLOW_AUTH_DB_NAME": "no_such_db_lrlab"},
+            ['database "no_such_db_lrlab" does not exist', "MLFLOW_AUTH_DB_NAME"],
+        ),
+    ]
+    for settings, expected in cases:
+        out = mlflow_server_start(**settings)
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+        for words in expected:
+            assert words in out.stderr, out.stderr
 
 
 def query(database_url, sql, *args):
@@ -405,6 +549,143 @@ def test_a_run_on_the_team_server_puts_every_step_in_postgresql(
     restore = [tools["pg_restore"], "--no-owner", "-d", restored.replace("+psycopg2", ""), dump]
     subprocess.run(restore, check=True)
     assert step_counts(restored, run_id) == counts
+
+
+def team_certificate(folder, name="localhost"):
+    """A CA of the team's own and a server certificate for `name` signed by it (openssl, as
+    a team without a public CA does): {"ca", "cert", "key"} paths."""
+    openssl = shutil.which("openssl")
+    if not openssl and not os.environ.get("CI"):
+        pytest.skip("no openssl here")
+
+    def run(*args):
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lrlab test CA",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+        "-subj",
+        f"/CN={name}",
+    )
+    (folder / "san.ext").write_text(f"subjectAltName=DNS:{name}\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
+    return {k: folder / f for k, f in (("ca", "ca.pem"), ("cert", "cert.pem"), ("key", "key.pem"))}
+
+
+@pytest.fixture
+def tls_proxy(workdir, team_server):
+    """docker/Caddyfile (the `tls-proxy` service's config) run by the Caddy release binary in
+    front of the team server, with a certificate for `localhost` from the team's own CA, as
+    compose's `--profile tls` starts it. {"uri", "ca", "port", "health_port"}."""
+    certs = workdir / "certs"
+    certs.mkdir()
+    cert = team_certificate(certs)
+    port, health_port = free_port(), free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(workdir),  # Caddy keeps its (unused) certificate storage there
+        "MLFLOW_TLS_HOST": "localhost",
+        "MLFLOW_TLS_LISTEN": str(port),
+        "MLFLOW_TLS_CERT": str(cert["cert"]),
+        "MLFLOW_TLS_KEY": str(cert["key"]),
+        "MLFLOW_UPSTREAM": f"localhost:{team_server['port']}",  # allowed as mlflow:5000 is
+        "MLFLOW_TLS_HEALTH_PORT": str(health_port),
+    }
+    log = open(workdir / "caddy.log", "w")  # noqa: SIM115 (open while it runs)
+    command = [tool("caddy"), "run", "--config", DOCKER / "Caddyfile", "--adapter", "caddyfile"]
+    proxy = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    probe = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{health_port}/health')"
+    health = [sys.executable, "-c", probe]
+    try:
+        wait_until(lambda: subprocess.run(health, capture_output=True), "the TLS proxy", 30)
+        yield {"uri": f"https://localhost:{port}", "ca": cert["ca"], "port": port}
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        log.close()
+
+
+def test_the_tls_proxy_serves_mlflow_only_by_its_name_and_only_to_who_trusts_it(
+    workdir, team_server, tls_proxy
+):
+    import ssl
+
+    uri = tls_proxy["uri"]
+    trusted = ssl.create_default_context(cafile=tls_proxy["ca"])
+    pair = ":".join(team_server["as_user"].values())
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
+        headers={"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()},
+    )
+    # Through the proxy, with the account: MLflow answers (it sees the Host it allows).
+    with urllib.request.urlopen(request, timeout=10, context=trusted) as answer:
+        assert "experiments" in json.loads(answer.read())
+    # Another name for the same port gets no certificate and no answer.
+    by_address = f"https://127.0.0.1:{tls_proxy['port']}/health"
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(by_address, timeout=10, context=ssl._create_unverified_context())
+    # A trainer that does not trust the team's CA is stopped before it loads anything,
+    # with the setting that fixes it; no run is made.
+    out = run_trainer(*RUN, cwd=workdir, MLFLOW_TRACKING_URI=uri, **team_server["as_user"])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "the server's TLS certificate is not trusted" in out.stderr
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH" in out.stderr and "Traceback" not in out.stderr
+    assert query(team_server["database"], "SELECT count(*) FROM runs") == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_run_over_tls_puts_every_step_in_postgresql(workdir, team_server, tls_proxy):
+    out = run_trainer(
+        *RUN,
+        "tracking.strict=true",
+        cwd=workdir,
+        MLFLOW_TRACKING_URI=tls_proxy["uri"],
+        MLFLOW_TRACKING_SERVER_CERT_PATH=str(tls_proxy["ca"]),
+        **team_server["as_user"],
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ((run_id, status),) = query(team_server["database"], "SELECT run_uuid, status FROM runs")
+    assert status == "FINISHED"
+    counts = step_counts(team_server["database"], run_id)
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert counts[key] == (24, 24, 0, 23), key
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import ssl
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,15 @@ DROP_FIX = "or leave MLflow out: sink=[tensorboard,csv]"
 # Set at the start and every minute after while the run is open (trainer.tracking.repair).
 HEARTBEAT_TAG = "lrlab.heartbeat"
 RUN_DIR_TAG = "lrlab.run_dir"  # the run folder, on the machine of `lrlab.host`
+
+
+def _tls():
+    """The TLS settings MLflow's own client takes from the environment, for the checks made
+    before it starts: `MLFLOW_TRACKING_SERVER_CERT_PATH` (a CA bundle, e.g. the team's own
+    CA) and `MLFLOW_TRACKING_INSECURE_TLS=true` (no verification at all)."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # what the user asked for, as MLflow does
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
 
 
 def _check_sqlite_writable(uri, path):
@@ -135,6 +145,20 @@ class MlflowSink(Sink):
         import urllib.error
 
         uri = self.uri.rstrip("/")
+        cert = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        if cert is not None and not Path(cert).is_file():
+            # Empty, MLflow's client passes it to requests as verify="", which turns
+            # certificate checks off without a word.
+            raise ConfigError(
+                f"MLFLOW_TRACKING_SERVER_CERT_PATH={cert!r} is no file"
+                + (
+                    " (empty, MLflow would not check the server's certificate at all)"
+                    if not cert
+                    else ""
+                ),
+                fix="point it at the CA certificate (PEM) the server's certificate is signed "
+                "by, or unset it for a certificate from a public CA",
+            )
         try:
             self._get(f"{uri}/health")
         except urllib.error.HTTPError as err:
@@ -145,6 +169,14 @@ class MlflowSink(Sink):
                 ) from err
         except (OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise ConfigError(
+                    f"tracking.uri={uri}: the server's TLS certificate is not trusted "
+                    f"({reason.verify_message})",
+                    fix="point MLFLOW_TRACKING_SERVER_CERT_PATH at the team's CA certificate "
+                    "(PEM), as MLflow's client reads it too; use the name the certificate "
+                    "is for (docs/deploy.md)",
+                ) from err
             raise ConfigError(
                 f"tracking.uri={uri}: no MLflow server answers there ({reason})",
                 fix=f"start the server (mlflow server --port 5000), or {LOCAL_FIX}, {DROP_FIX}",
@@ -194,7 +226,7 @@ class MlflowSink(Sink):
                 f"{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
             )
             request.add_header("Authorization", f"Basic {base64.b64encode(pair.encode()).decode()}")
-        with urllib.request.urlopen(request, timeout=self.health_timeout):
+        with urllib.request.urlopen(request, timeout=self.health_timeout, context=_tls()):
             pass
 
     # --- in the writer process --------------------------------------------------------------
