@@ -1,6 +1,7 @@
 """`python -m trainer -m ...`: one parent run per sweep, every trial a child, a summary at
 the end; failures recorded and the sweep goes on; Ctrl-C ends the parent KILLED."""
 
+import contextlib
 import csv
 import json
 import os
@@ -8,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -410,6 +412,65 @@ def test_parallel_trials_run_in_fresh_processes_and_lose_no_point(workdir):
         for n in (0, 1)
     }
     assert len(pids) == 2  # (the basic launcher runs every trial in one process)
+
+
+@pytest.mark.parametrize(
+    "signum, to_group",
+    [
+        (signal.SIGTERM, False),  # docker stop, Slurm, systemd: the sweep's own process
+        pytest.param(signal.SIGINT, True, marks=pytest.mark.slow),  # Ctrl-C at a terminal
+        pytest.param(signal.SIGTERM, True, marks=pytest.mark.slow),  # timeout, killpg
+    ],
+    ids=["sigterm-to-the-sweep", "ctrl-c-to-the-group", "sigterm-to-the-group"],
+)
+def test_a_stopped_parallel_sweep_closes_its_running_trials_killed(workdir, signum, to_group):
+    argv, env = trainer_command(
+        *sweep_args(
+            workdir,
+            "hydra/launcher=local_parallel",
+            "schedule=constant",
+            "trainer.seed=1,2,3",
+            epochs=400,
+        )
+    )
+    proc = subprocess.Popen(
+        argv,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    sweep = workdir / "sweep"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(sweep.glob("*/steps.csv"))) < 2:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signum) if to_group else proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signum, output[-3000:]
+    # Neither the trials nor submitit's wrappers print a traceback.
+    assert "Traceback" not in output, output[-3000:]
+    name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[signum]
+    last = output.strip().splitlines()[-1]
+    assert last == (
+        f"python -m trainer: interrupted ({name}); the sweep's parent run ended KILLED with 2 "
+        "trials (0 finished, 0 failed, 2 killed)"
+    ), last
+    # The trials were stopped, not left training as orphans: no process of the sweep is left.
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            assert str(sweep).encode() not in (entry / "cmdline").read_bytes(), entry
+    client, parent, trials = parent_and_trials(workdir)
+    assert parent.info.status == "KILLED"
+    assert [r.info.status for r in trials] == ["KILLED", "KILLED"]
+    assert [r["status"] for r in read_trials_csv(workdir)] == ["KILLED", "KILLED"]
+    for run in trials:
+        steps = [s for s, _ in mlflow_history(client, run, "train/lr")]
+        assert steps == list(range(len(steps))) and steps, run.info.run_name  # each step once
+    for n in (0, 1):
+        assert (sweep / f"{n}_mlp-mnist-constant" / "resume" / "checkpoint.npz").is_file()
+    assert not (sweep / "2_mlp-mnist-constant").exists()
 
 
 def test_parallel_trials_against_an_mlflow_server_lose_no_point(workdir, mlflow_server):

@@ -65,10 +65,11 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt as err:
         # The run was closed on the way out (TrackedRun notes how); one line, no traceback.
-        note = getattr(err, "lrlab_note", "no run had started")
         swept = callback.close_open_sweep("KILLED")
+        # A sweep whose trials ran in processes of their own has no run of this process.
+        note = getattr(err, "lrlab_note", "" if swept else "; no run had started")
         how = getattr(err, "name", "Ctrl-C")
-        sys.stderr.write(f"{APP}: interrupted ({how}); {note}{swept}\n")
+        sys.stderr.write(f"{APP}: interrupted ({how}){note}{swept}\n")
         sys.exit(stopping.exit_code(err))
     finally:
         callback.close_open_sweep("FAILED")  # a sweep that ended by an error, not by Ctrl-C

@@ -146,8 +146,10 @@ class TrackedRun:
         if isinstance(exc, KeyboardInterrupt):
             where = f"MLflow run {self.info.name} ({self.run_id}) saved as KILLED, with "
             exc.lrlab_note = (
-                where if self.run_id else ""
-            ) + f"every step trained so far in {self.run_dir}"
+                "; "
+                + (where if self.run_id else "")
+                + f"every step trained so far in {self.run_dir}"
+            )
         return False
 
 
