@@ -33,7 +33,7 @@ os.environ.setdefault("LRLAB_DATA_DIR", str(data_root(base=ROOT)))  # as python 
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-import schedules.resolvers  # noqa: E402, F401  (${times:...} in the configs)
+import trainer.config.resolvers  # noqa: E402, F401  (${times:...} in the configs)
 
 log = logging.getLogger("bench.defaults")
 RESULTS = ROOT / "bench" / "results" / "defaults.jsonl"

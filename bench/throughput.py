@@ -46,7 +46,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 import trainer  # noqa: E402
-from schedules.build import from_config  # noqa: E402
+from trainer.config.build import from_config  # noqa: E402
 from trainer.data import batches, data_root  # noqa: E402
 
 log = logging.getLogger("bench.throughput")

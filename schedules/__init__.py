@@ -4,20 +4,18 @@ The classes load on first use (`from schedules import SGDR`, `schedules.CosineDe
 that `python -m schedules --help` and config errors answer without importing TensorFlow.
 Loading them registers every class with Keras, so saved models reload with their
 schedule; when Keras is already imported, `import schedules` loads them at once.
-`python -m schedules` previews any `conf/schedule/*.yaml` without training.
+`python -m schedules` previews any `conf/schedule/*.yaml` without training (the app itself
+is `trainer.config.preview_app`: this package holds the schedule library and imports only
+Keras and NumPy).
 """
 
 import importlib
 import pkgutil
 import sys
 
-import schedules.resolvers  # noqa: F401  (the configs' ${times:...})
-
 # Public name -> the module that defines it.
 _EXPORTS = {
     "Schedule": "base",
-    "build_schedule": "build",
-    "from_config": "build",
     "Constant": "constant",
     "CosineDecay": "cosine",
     "SCALE_FUNCTIONS": "cyclical",

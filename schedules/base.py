@@ -23,7 +23,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Base class: casting, config mirroring and (de)serialisation of child schedules."""
 
     # Constructor arguments that are lengths in steps; a config may give them with a unit
-    # ("2ep", "0.3dur"), converted by `schedules.build` before the class sees them.
+    # ("2ep", "0.3dur"), converted by `trainer.config.build` before the class sees them.
     lengths = ()
 
     def __call__(self, step):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-import schedules.resolvers  # noqa: F401  (the configs use ${times:...})
+import trainer.config.resolvers  # noqa: F401  (the configs use ${times:...})
 from trainer.data import data_root
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.data import FILES, IdxDataset, read_idx
 
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from schedules.errors import ConfigError
 from tests.mlflow_server import MlflowServer
 from tests.project import trainer_command
 from tests.tracking_stores import mlflow_history, mlflow_runs
+from trainer.config.errors import ConfigError
 from trainer.tracking.sinks.base import RunInfo
 from trainer.tracking.sinks.mlflow_sink import MlflowSink
 from trainer.tracking.writer import WriterProcess
@@ -434,9 +434,9 @@ def resumable_run(*extra, folder="run"):
 
 
 def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir):
-    from schedules.build import from_config
     from tests.project import compose_config
     from tests.tracking_stores import tensorboard_scalars
+    from trainer.config.build import from_config
 
     uri = f"sqlite:///{workdir}/mlflow.db"
     argv, env = resumable_run(f"tracking.uri={uri}")

@@ -3,10 +3,10 @@
 import pytest
 
 import schedules as S
-from schedules.build import build_schedule, from_config, resolve_lengths
-from schedules.errors import ConfigError
-from schedules.lengths import to_steps
 from tests.project import SCHEDULE_NAMES, compose_config
+from trainer.config.build import build_schedule, from_config, resolve_lengths
+from trainer.config.errors import ConfigError
+from trainer.config.lengths import to_steps
 
 
 def build(overrides, steps_per_epoch=100, run_steps=1000, config="preview"):

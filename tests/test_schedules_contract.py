@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from schedules.build import from_config
 from schedules.plateau import ReduceOnPlateau
 from tests.project import SCHEDULE_NAMES, compose_config
+from trainer.config.build import from_config
 
 STEPS_PER_EPOCH = 10
 RUN_STEPS = 60

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import schedules as S
-from schedules.preview import curve
 from tests import references as ref
+from trainer.config.preview import curve
 
 KS = keras.optimizers.schedules
 N = 5000  # steps compared

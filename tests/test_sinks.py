@@ -12,9 +12,9 @@ import time
 import pytest
 
 import trainer
-from schedules.errors import ConfigError
 from tests.project import DATASETS
 from tests.tracking_stores import mlflow_history, mlflow_runs
+from trainer.config.errors import ConfigError
 from trainer.tracking.sinks.base import Sink, Started
 from trainer.tracking.writer import TrackingError
 

@@ -598,8 +598,8 @@ def test_a_sweep_on_a_ray_cluster(workdir, ray_head):
 
 
 def test_a_sweep_without_a_validation_split_must_choose_on_the_test_set(compose):
-    from schedules.errors import ConfigError
     from trainer.checks import check_config
+    from trainer.config.errors import ConfigError
 
     cfg = compose("train", ["dataset.val_size=0"])
     check_config(cfg)  # a single run returns its metric to no one

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import trainer
-from schedules.build import from_config
 from tests.project import compose_config, run_trainer, trainer_command
 from tests.tracking_stores import (
     assert_logged_model,
@@ -20,6 +19,7 @@ from tests.tracking_stores import (
     tensorboard_scalars,
     tensorboard_text,
 )
+from trainer.config.build import from_config
 from trainer.train import TrainingDiverged
 
 STEP_KEYS = ("train/lr", "train/loss", "train/mean_iou")

@@ -21,10 +21,10 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from schedules.build import check_keys
-    from schedules.console import import_tensorflow
     from trainer.checks import check_batch_size, check_config
     from trainer.choices import AUTO_KEYS
+    from trainer.config.build import check_keys
+    from trainer.config.console import import_tensorflow
     from trainer.tracking.run import build_sinks
 
     check_config(cfg, in_sweep=trial is not None)

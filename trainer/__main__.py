@@ -13,17 +13,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import trainer
-from schedules.console import input_errors_reported, no_folder_left_if_refused
-from schedules.errors import ConfigError
-from schedules.overrides import check_overrides
 from trainer import stopping
+from trainer.config.console import input_errors_reported, no_folder_left_if_refused
+from trainer.config.errors import ConfigError
+from trainer.config.location import CONF_PACKAGE
+from trainer.config.overrides import check_overrides
 from trainer.sweeps import callback, trial
 
 log = logging.getLogger("trainer")
 APP = "python -m trainer"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_PACKAGE, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     choices = dict(HydraConfig.get().runtime.choices)
     this = trial.current()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from schedules.choices import RANGE_TEST_SWEEPS
-from schedules.errors import ConfigError
 from trainer.choices import (
     AUTO_KEYS,
     CLASS_IOU_PREFIX,
@@ -16,6 +15,7 @@ from trainer.choices import (
     MODES,
     SUGGESTION_RULES,
 )
+from trainer.config.errors import ConfigError
 
 
 def _whole(value):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.tracking.run import flatten
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metrics import MeanIoU
-from schedules.build import from_config, instantiate_checked
-from schedules.lengths import to_steps
 from trainer import export, resume, stopping
 from trainer.callbacks import (
     BestCheckpoint,
@@ -26,6 +24,8 @@ from trainer.callbacks import (
     TestCurve,
     TrainingInterrupted,
 )
+from trainer.config.build import from_config, instantiate_checked
+from trainer.config.lengths import to_steps
 from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table

@@ -31,7 +31,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         global _open
-        from schedules.console import input_errors_reported
+        from trainer.config.console import input_errors_reported
         from trainer.tracking.run import TrackedRun, command_line, source_tags
         from trainer.tracking.sinks.base import RunInfo
 
@@ -85,7 +85,7 @@ def check_ray_address(launcher, timeout=15.0):
     (`ray.init` would retry for minutes, and leave the sweep's parent RUNNING)."""
     import socket
 
-    from schedules.errors import ConfigError
+    from trainer.config.errors import ConfigError
 
     address = ((launcher.get("ray") or {}).get("init") or {}).get("address")
     if not address or address in ("auto", "local"):

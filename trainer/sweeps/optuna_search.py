@@ -36,8 +36,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from schedules.errors import ConfigError
 from trainer.choices import MINIMIZED
+from trainer.config.errors import ConfigError
 from trainer.sweeps.trial import SWEEP_FILE, TRIAL_FILE, read_sweep
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class OptunaSearch(Sweeper):
             self.n_jobs = int(config.hydra.launcher.get("parallel") or 1)
 
     def sweep(self, arguments):
-        from schedules.console import input_errors_reported
+        from trainer.config.console import input_errors_reported
 
         # A bad storage or space is an input error: a few lines, exit 2 (Hydra would print
         # its traceback hint); the sweep's parent run ends FAILED with it.

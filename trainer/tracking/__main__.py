@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from schedules.console import input_errors_reported
+from trainer.config.console import input_errors_reported
 from trainer.tracking.repair import parse_span, repair
 
 APP = "python -m trainer.tracking"

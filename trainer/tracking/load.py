@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.tracking.rows import STEP_METRICS
 from trainer.tracking.sinks.base import RunInfo
 from trainer.tracking.sinks.mlflow_sink import MlflowSink

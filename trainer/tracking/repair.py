@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.tracking.sinks.mlflow_sink import HEARTBEAT_TAG, RUN_DIR_TAG, absolute
 
 HOST_TAG, PID_TAG, START_TAG = "lrlab.host", "lrlab.pid", "lrlab.process_start"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.tracking.repair import process_tags
 from trainer.tracking.sinks.base import Sink
 from trainer.tracking.writer import WriterProcess
@@ -69,7 +69,7 @@ def build_sinks(sink_cfg, sweep=False):
     Building a sink only stores its settings; `check()` fails fast (a ConfigError naming
     the key) where they cannot work, before any data is loaded or run started.
     """
-    from schedules.build import instantiate_checked
+    from trainer.config.build import instantiate_checked
 
     sinks = {}
     for name, node in (sink_cfg or {}).items():

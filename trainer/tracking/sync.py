@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.tracking.repair import process_gone
 from trainer.tracking.spool import Spool, own_retries, ship, transient
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics, unseen
 from trainer.tracking.spool import SPOOL, Shipper, Spool, own_retries, ship
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 
 
 def import_tensorflow():

@@ -9,7 +9,7 @@ A config length is one key, named as the constructor argument (`decay_steps`, `s
   span is the run's total steps, less any warmup in front of the schedule; `"1dur"` is all
   of it. MosaicML Composer's time strings (`"1ep"`, `"0.5dur"`) are the model.
 
-This module only parses; `schedules.build` decides each key's span.
+This module only parses; `trainer.config.build` decides each key's span.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 
-from schedules.errors import ConfigError
+from trainer.config.errors import ConfigError
 
 UNITS = {"ep": "epochs", "dur": "fraction of the run"}
 _LENGTH = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*(ep|dur)\s*$", re.IGNORECASE)

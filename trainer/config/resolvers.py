@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numbers
 import os
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from trainer.config.location import CONF
 
 
 def times(*factors):

@@ -1,7 +1,7 @@
 """From a composed `schedule` config (plus optional `warmup` and `plateau`) to a schedule.
 
 Schedule classes take steps. A config may give any length (the class's `lengths`) with a
-unit instead: `"2ep"` or `"0.3dur"` (see `schedules.lengths`). They are converted here,
+unit instead: `"2ep"` or `"0.3dur"` (see `trainer.config.lengths`). They are converted here,
 in one place, before instantiation:
 
 - `ep` with the run's steps per epoch;
@@ -21,8 +21,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from schedules.errors import ConfigError
-from schedules.lengths import to_steps
+from trainer.config.errors import ConfigError
+from trainer.config.lengths import to_steps
 
 log = logging.getLogger(__name__)
 # The schedules' own message shape (schedules.base.fail), to be said with the config key.

@@ -4,7 +4,7 @@ Hydra answers `trainer.epoch=3` with "Key 'epoch' is not in struct" and advises
 `+trainer.epoch=3`, which then adds a key nothing reads. Here every key override is checked
 against the config it will land in (composed with the same group choices, each option of a
 swept group in turn), with or without `+`. A `+key` under a node with a `_target_` is a new
-constructor argument and passes; `schedules.build.check_keys` checks it against the target.
+constructor argument and passes; `trainer.config.build.check_keys` checks it against the target.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from schedules.errors import ConfigError
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from trainer.config.errors import ConfigError
+from trainer.config.location import CONF
 
 
 def check_overrides(config_name, args, app):
