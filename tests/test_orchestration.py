@@ -1,0 +1,110 @@
+"""The orchestration, in-process and in seconds: a sweep's outcome as the summary reads it,
+and how a stopped parallel sweep stops its trial processes. (The end-to-end tests run the
+same paths through `python -m trainer`.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hydra_plugins.lrlab_sweepers.local_parallel import _ctrl_c_kept_from_trials, stop_trials
+from trainer.sweeps import summary
+from trainer.sweeps.trial import Trial, write_result
+
+
+def test_the_summary_counts_each_outcome_and_picks_the_best_finished_trial(tmp_path):
+    outcomes = [
+        ("FINISHED", {"val/accuracy": 0.91, "val/loss": 0.30}),
+        ("FINISHED", {"val/accuracy": 0.95, "val/loss": 0.35}),
+        ("FAILED", {}),
+        ("PRUNED", {"val/accuracy": 0.99}),  # pruned trials never win, whatever they reached
+        ("KILLED", {"val/accuracy": 0.98}),
+        ("FINISHED", {"val/accuracy": float("nan")}),  # a NaN never wins either
+    ]
+    for number, (status, metrics) in enumerate(outcomes):
+        trial = Trial("s1", number, str(tmp_path / f"{number}_mlp"))
+        write_result(trial, f"#{number} mlp", status, metrics=metrics)
+    found = summary.load(tmp_path, "val/accuracy")
+    assert [t["number"] for t in found.trials] == list(range(6))
+    assert found.best["number"] == 1
+    assert found.describe() == (
+        "6 trials (3 finished, 1 pruned, 1 failed, 1 killed); best #1 val/accuracy=0.95"
+    )
+    assert summary.load(tmp_path, "val/loss").best["number"] == 0  # a loss: lower wins
+
+
+TRIAL = """
+import signal, sys, time
+from pathlib import Path
+mark = Path(sys.argv[1])
+def stop(signum, frame):
+    mark.write_text(signal.Signals(signum).name)
+    time.sleep(0.3)  # closing its run
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+mark.write_text("started")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _fake_trial(tmp_path, name, code=TRIAL):
+    """A child process that looks like submitit's trial wrapper (its command line names
+    `submitit.local._local`) and records the signal that stops it."""
+    mark = tmp_path / name
+    proc = subprocess.Popen([sys.executable, "-c", code, str(mark), "submitit.local._local"])
+    deadline = time.time() + 10
+    while not mark.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    return proc, mark
+
+
+def test_a_stopped_sweep_sends_sigterm_to_its_trials_and_waits_for_them(tmp_path):
+    trials = [_fake_trial(tmp_path, f"trial{n}") for n in range(2)]
+    started = time.monotonic()
+    stop_trials(signal.SIGINT, wait=20)  # Ctrl-C: passed on as SIGTERM
+    assert time.monotonic() - started < 5
+    for proc, mark in trials:
+        assert proc.poll() == 0  # ended, and collected by the wait
+        assert mark.read_text() == "SIGTERM"
+
+
+def test_the_sweep_waits_no_longer_than_stop_wait(tmp_path, caplog):
+    stubborn = TRIAL.replace(
+        "signal.signal(signal.SIGTERM, stop)", "signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+    )
+    proc, _ = _fake_trial(tmp_path, "stubborn", stubborn)
+    try:
+        started = time.monotonic()
+        stop_trials(signal.SIGTERM, wait=0.5)
+        assert 0.5 <= time.monotonic() - started < 3
+        assert proc.poll() is None
+        assert "1 trial(s) still running after 0.5 s (hydra.launcher.stop_wait)" in caplog.text
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _blocked_signals(status_text):
+    (line,) = [s for s in status_text.splitlines() if s.startswith("SigBlk:")]
+    return int(line.split()[1], 16)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_trials_start_deaf_to_ctrl_c_while_the_sweep_still_hears_it():
+    sigint = 1 << (signal.SIGINT - 1)
+    show = "print(open('/proc/self/status').read())"
+    with _ctrl_c_kept_from_trials():
+        child = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True)
+        with pytest.raises(KeyboardInterrupt):  # the sweep's own Ctrl-C still arrives
+            os.kill(os.getpid(), signal.SIGINT)  # to the process, as a terminal does
+            time.sleep(1)
+    assert _blocked_signals(child.stdout) & sigint  # the trial's wrapper ignores Ctrl-C
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
