@@ -500,6 +500,7 @@ RUN = [
 ]
 
 
+@pytest.mark.slow
 def test_a_run_on_the_team_server_puts_every_step_in_postgresql(
     workdir, team_server, postgres_database
 ):

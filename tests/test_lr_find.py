@@ -151,6 +151,7 @@ def test_mode_lr_find_is_a_tracked_run(workdir, compose):
     assert len(tensorboard_scalars(workdir / "run")["lr_find/loss"]) == len(lrs)
 
 
+@pytest.mark.slow
 def test_max_lr_auto_trains_with_the_suggestion_and_records_it(workdir, compose):
     cfg = compose(
         "train",

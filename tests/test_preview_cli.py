@@ -54,6 +54,7 @@ def test_issue_example_writes_csv_and_plot(tmp_path):
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_multirun_previews_several_into_their_own_folders(tmp_path):
     out = run(
         "-m",

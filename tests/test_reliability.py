@@ -78,6 +78,7 @@ def repair(uri, *args):
 LOAD = [sys.executable, "-m", "trainer.tracking", "load"]
 
 
+@pytest.mark.slow
 def test_repair_closes_the_runs_of_killed_processes_and_leaves_live_ones(workdir):
     uri = f"sqlite:///{workdir}/mlflow.db"
     doomed = start_trainer(workdir, uri)
@@ -167,6 +168,7 @@ def test_repair_names_a_missing_store_a_missing_experiment_and_a_bad_length(work
     assert f"no experiment 'nope' in the MLflow store at {uri}" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_trainer_leaves_its_writer_to_close_the_run_killed(workdir):
     # SIGKILL to the training process alone (an OOM kill, say): the writer process sees the
     # pipe close, writes every row it was handed and ends the run KILLED.
@@ -303,6 +305,7 @@ def test_a_30_s_server_outage_mid_run_costs_no_point(workdir, postgres_database)
     assert not (workdir / "run" / "mlflow_spool.jsonl").exists()  # all of it uploaded
 
 
+@pytest.mark.slow
 def test_a_server_away_at_the_end_leaves_a_spool_that_sync_uploads_once(workdir, postgres_database):
     database = postgres_database()
     server = MlflowServer(database, workdir / "artifacts").start()
@@ -433,6 +436,7 @@ def resumable_run(*extra, folder="run"):
     )
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir):
     from tests.project import compose_config
     from tests.tracking_stores import tensorboard_scalars
@@ -576,6 +580,7 @@ def resume_and_check(workdir, folder, killed, resumed_at):
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == steps
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_where_it_stops_and_the_run_resumes_from_there(workdir):
     from trainer import resume
 
@@ -623,6 +628,7 @@ def assert_stopped_like_ctrl_c(workdir, stopped, name, code):
     return run, step
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_stops_like_ctrl_c_and_the_run_resumes(workdir):
     # `docker stop`, `timeout` and Slurm: SIGTERM to every process of the job, the tracking
     # writer included, which must leave the ending to the trainer.
@@ -640,6 +646,7 @@ def test_sigterm_or_sighup_to_the_trainer_alone_stops_like_ctrl_c(workdir, signu
     assert_stopped_like_ctrl_c(workdir, stopped, signal.Signals(signum).name, 128 + signum)
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(workdir):
     stopped = stop_early(workdir, "run", lambda p: os.killpg(p.pid, signal.SIGKILL))
     assert stopped.returncode == -signal.SIGKILL
@@ -814,6 +821,7 @@ def tiny_disk(tmp_path):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_named_and_the_run_ends_failed_with_every_step(workdir, tiny_disk):
     argv, env = trainer_command(
         "model=mlp",

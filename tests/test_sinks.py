@@ -143,6 +143,7 @@ def config(compose, folder, fail_on, *overrides, run="run"):
     )
 
 
+@pytest.mark.slow
 def test_a_failing_sink_is_switched_off_and_the_others_keep_every_step(workdir, compose, caplog):
     cfg = config(compose, workdir, "steps", "sink=[mlflow,calls,csv]")
     results = trainer.run(cfg)
@@ -171,6 +172,7 @@ def test_a_sink_that_cannot_start_is_an_input_error_and_no_run_is_left_running(w
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux per-thread nice")
 def test_the_writer_keeps_normal_priority_and_its_uploader_yields_once_caught_up(
     tmp_path, monkeypatch
@@ -215,6 +217,7 @@ class PolicyAtStart(Sink):
         return Started(ref={"policy": os.sched_getscheduler(0)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("made_elsewhere", [False, True], ids=["new", "made-untagged"])
 def test_trials_opening_one_experiment_at_once_all_start_in_it(
     tmp_path, postgres_database, made_elsewhere

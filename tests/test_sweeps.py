@@ -49,6 +49,7 @@ def read_trials_csv(workdir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(workdir):
     out = run_trainer(
         *sweep_args(
@@ -137,6 +138,7 @@ def test_a_grid_sweep_is_one_parent_run_with_a_child_per_trial_and_a_summary(wor
     assert rates == [0.001, 0.001, 0.003, 0.003]
 
 
+@pytest.mark.slow
 def test_failed_trials_are_recorded_and_the_sweep_goes_on(workdir):
     # -1 is an invalid rate (refused before training); 10 makes the loss explode.
     out = run_trainer(
@@ -157,9 +159,10 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(workdir):
     assert parent.data.tags["lrlab.sweep.best_trial"] == "2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signum",
-    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+    [signal.SIGINT, signal.SIGTERM],
     ids=["ctrl-c", "sigterm"],
 )
 def test_ctrl_c_ends_the_parent_killed_with_the_summary_of_the_trials_done(workdir, signum):
@@ -212,6 +215,7 @@ def optuna_study(name, storage):
     return optuna.load_study(study_name=name, storage=storage)
 
 
+@pytest.mark.slow
 def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
     storage = f"sqlite:///{workdir}/optuna.db"
     # A threshold pruner makes the outcome certain: at 1e-7 the validation accuracy after
@@ -333,6 +337,7 @@ def test_the_sweepers_sampler_draws_each_trial_from_its_own_seed():
     assert asked(alone[0], 4) == asked(alone[1], 4)
 
 
+@pytest.mark.slow
 def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url):
     runs = []
     for machine in ("a", "b"):
@@ -381,6 +386,7 @@ def test_two_processes_join_one_optuna_study_on_postgresql(workdir, postgres_url
         assert {r.data.tags["lrlab.optuna.study"] for r in children} == {"shared"}
 
 
+@pytest.mark.slow
 def test_parallel_trials_run_in_fresh_processes_and_lose_no_point(workdir):
     out = run_trainer(
         *sweep_args(
@@ -414,12 +420,13 @@ def test_parallel_trials_run_in_fresh_processes_and_lose_no_point(workdir):
     assert len(pids) == 2  # (the basic launcher runs every trial in one process)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signum, to_group",
     [
         (signal.SIGTERM, False),  # docker stop, Slurm, systemd: the sweep's own process
-        pytest.param(signal.SIGINT, True, marks=pytest.mark.slow),  # Ctrl-C at a terminal
-        pytest.param(signal.SIGTERM, True, marks=pytest.mark.slow),  # timeout, killpg
+        (signal.SIGINT, True),  # Ctrl-C at a terminal
+        (signal.SIGTERM, True),  # timeout, killpg
     ],
     ids=["sigterm-to-the-sweep", "ctrl-c-to-the-group", "sigterm-to-the-group"],
 )
@@ -473,6 +480,7 @@ def test_a_stopped_parallel_sweep_closes_its_running_trials_killed(workdir, sign
     assert not (sweep / "2_mlp-mnist-constant").exists()
 
 
+@pytest.mark.slow
 def test_parallel_trials_against_an_mlflow_server_lose_no_point(workdir, mlflow_server):
     args = [a for a in sweep_args(workdir, epochs=3) if not a.startswith("tracking.uri=")]
     out = run_trainer(
@@ -499,6 +507,7 @@ def test_parallel_trials_against_an_mlflow_server_lose_no_point(workdir, mlflow_
     assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
+@pytest.mark.slow
 def test_failed_trials_are_failed_in_optuna_with_their_error(workdir):
     """Also: with local_parallel and no `n_jobs`, the sweeper fills the launcher's two slots
     (the trials overlap in time)."""

@@ -169,6 +169,7 @@ def test_end_to_end(workdir, overrides, name):
     assert_logged_model(client, run, workdir / "run" / "model.keras", steps)
 
 
+@pytest.mark.slow
 def test_steps_per_execution_4_logs_every_step_once_with_its_rate(workdir):
     cfg = small(
         workdir,
@@ -186,6 +187,7 @@ def test_steps_per_execution_4_logs_every_step_once_with_its_rate(workdir):
     assert_rates([v for _, v in mlflow_history(client, run, "train/lr")], expected_rates(cfg, 30))
 
 
+@pytest.mark.slow
 def test_the_test_curve_measures_the_model_at_its_steps_and_leaves_training_alone(workdir):
     # The same MLP run twice, with and without trainer.test_every=4 (20 steps), and a
     # third run that stops after 4 steps: the curve's point at step 4 is that run's test
@@ -223,6 +225,7 @@ def test_the_test_curve_measures_the_model_at_its_steps_and_leaves_training_alon
     assert results["test/accuracy"] == plain_results["test/accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_per_step_losses(workdir):
     losses = []
     for attempt in range(2):
@@ -240,6 +243,7 @@ def test_same_seed_same_per_step_losses(workdir):
     assert len(losses[0]) == 30 and losses[0] == losses[1]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
     cfg = small(
         workdir,
@@ -265,6 +269,7 @@ def test_nan_loss_stops_and_marks_the_run_failed_with_the_step(workdir):
     assert_every_step_once(workdir, run, client, len(losses))
 
 
+@pytest.mark.slow
 def test_an_exploding_loss_stops_as_diverged_and_saves_no_checkpoint(workdir):
     # Adam at 10: the loss grows far above its start without reaching NaN.
     cfg = small(workdir, "model=mlp", "schedule=constant", "optimizer.learning_rate=10", batches=30)
@@ -280,6 +285,7 @@ def test_an_exploding_loss_stops_as_diverged_and_saves_no_checkpoint(workdir):
     assert_every_step_once(workdir, run, client, len(losses))
 
 
+@pytest.mark.slow
 def test_a_diverged_run_ends_the_command_with_one_line_not_a_traceback(workdir):
     out = run_trainer(
         "model=mlp",
@@ -299,6 +305,7 @@ def test_a_diverged_run_ends_the_command_with_one_line_not_a_traceback(workdir):
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_an_exception_keeps_every_step_and_marks_the_run_failed(workdir):
     # A plateau monitor that names no metric raises at the first epoch end.
     cfg = small(workdir, "model=mlp", "plateau=reduce", "plateau.monitor=val_acc", batches=9)
@@ -359,6 +366,7 @@ def test_config_composes(overrides, compose):
     assert cfg.model.num_classes == cfg.dataset.num_classes == 10
 
 
+@pytest.mark.slow
 def test_logs_to_an_mlflow_server_named_by_the_environment(workdir, mlflow_server):
     out = run_trainer(
         "model=mlp",
@@ -374,6 +382,7 @@ def test_logs_to_an_mlflow_server_named_by_the_environment(workdir, mlflow_serve
     assert_logged_model(client, run, workdir / "run" / "model.keras", 15)
 
 
+@pytest.mark.slow
 def test_the_console_shows_lrlab_messages_not_tensorflow_notices(workdir):
     argv, env = trainer_command(
         "model=mlp",
@@ -418,6 +427,7 @@ def test_one_full_epoch_with_the_defaults_clears_the_bar(
     assert results["test/accuracy"] >= bar
 
 
+@pytest.mark.slow
 def test_a_diverged_run_keeps_its_last_good_resume_checkpoint(workdir):
     # The range test's sweep takes Adam's rate from 1e-7 to 10 over 60 steps: it trains,
     # then explodes. Checkpoints every 5 steps stop at the last one before the bad step.

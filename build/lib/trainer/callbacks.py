@@ -1,0 +1,353 @@
+"""The training run's small callbacks, one job each: epoch metrics, the test curve, the
+divergence stop policy, the best checkpoint, early stopping that survives a resume, a
+Ctrl-C that stops between steps, and the checkpoints for `trainer.resume` (their file:
+`trainer.resume`).
+
+(Per-step rows: `trainer.tracking.recorder`; plateau reduction: `schedules.plateau`.)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from trainer import resume, stopping
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = {
+    "loss": "epoch/train_loss",
+    "accuracy": "epoch/train_accuracy",
+    "mean_iou": "epoch/train_mean_iou",
+    "val_loss": "epoch/val_loss",
+    "val_accuracy": "epoch/val_accuracy",
+    "val_mean_iou": "epoch/val_mean_iou",
+}
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Each epoch's Keras logs as `epoch/*` scalars at step = the epoch, with its duration
+    and training speed (steps per second of the training part, validation left out)."""
+
+    def __init__(self, writer):
+        super().__init__()
+        self.writer = writer
+        self._first_step = 0
+        self._started = None
+        self._train_seconds = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first_step = int(self.model.optimizer.iterations.numpy())
+        self._started = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._started is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._started
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        elapsed = time.perf_counter() - self._started
+        steps = int(self.model.optimizer.iterations.numpy()) - self._first_step
+        values = {name: logs[key] for key, name in EPOCH_METRICS.items() if key in logs}
+        values["epoch/duration_s"] = elapsed
+        values["epoch/steps_per_sec"] = steps / (self._train_seconds or elapsed)
+        self.writer.scalars(values, epoch)
+        log.info(
+            "epoch %d: %s",
+            epoch,
+            ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in values.items()),
+        )
+
+
+class EveryNSteps(keras.callbacks.Callback):
+    """A callback that acts every `every` optimizer steps (when `due` after a step), counting
+    from `start_step` (a resumed run's first step). The steps trained are counted from each
+    epoch's first step and the batch index, so a step costs no device read."""
+
+    def __init__(self, every, start_step=0):
+        super().__init__()
+        self.every = int(every)
+        self.last = start_step  # the steps trained when it last acted
+        self._epoch_first_step = start_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
+
+    def steps_done(self, batch):
+        return self._epoch_first_step + batch + 1
+
+    def due(self, step):
+        """Whether a multiple of `every` lies in (last, step]."""
+        return step // self.every > self.last // self.every
+
+
+class TestCurve(EveryNSteps):
+    """The test set's accuracy and loss every `every` steps (`trainer.test_every`), logged
+    as `test/accuracy` and `test/loss` at the number of steps trained, for time-to-accuracy.
+
+    The run's final test metrics are logged under the same keys at its last step, so the
+    curve stops one point short of it. The evaluation is a plain forward pass
+    (`model.predict`): `evaluate` would reset the training metrics of the epoch under way.
+    Its seconds add up in `seconds`, so a benchmark can take them out of the run's time.
+    Settings must be chosen on the validation split; this curve only measures.
+
+    loss = mean over the test set of -log(max(p_y, 1e-7)), Keras' clipped cross-entropy.
+    """
+
+    def __init__(self, x, y, every, batch_size, writer, last_step, start_step=0):
+        super().__init__(every, start_step)
+        self.x, self.y = x, np.asarray(y).astype(np.int64)
+        self.batch_size, self.writer, self.last_step = batch_size, writer, last_step
+        self.seconds = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.steps_done(batch)
+        if self.due(step) and step < self.last_step:
+            self.evaluate(step)
+
+    def evaluate(self, step):
+        began = time.perf_counter()
+        probs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        picked = probs[np.arange(len(self.y)), self.y]
+        values = {
+            "test/accuracy": float(np.mean(np.argmax(probs, axis=1) == self.y)),
+            "test/loss": float(-np.mean(np.log(np.maximum(picked, 1e-7)))),
+        }
+        self.writer.scalars(values, step)
+        self.last = step
+        self.seconds += time.perf_counter() - began
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss, or at the first above `factor`
+    times the first step's loss (an exploding but finite loss; `factor=None`: NaN only).
+
+    It sees the batch losses through the `StepRecorder` (as its watcher), so it costs the
+    training loop nothing; `step` and `reason` say where and why it stopped.
+    """
+
+    def __init__(self, factor=None):
+        super().__init__()
+        self.factor = factor
+        self.first_loss = None
+        self.step = None  # the first step whose loss was non-finite or exploded
+        self.rate = None  # the learning rate that step trained at
+        self.reason = None  # what happened there, in words
+
+    def state(self):
+        return {"first_loss": self.first_loss}
+
+    def restore(self, state):
+        self.first_loss = state.get("first_loss")
+
+    def observe(self, columns):
+        if self.step is not None:
+            return
+        steps, losses = columns["step"], columns["loss"]
+        if self.first_loss is None and steps[0] == 0 and np.isfinite(losses[0]):
+            self.first_loss = float(losses[0])
+        bad = ~np.isfinite(losses)
+        reason = "the loss became non-finite"
+        if self.factor is not None and self.first_loss is not None:
+            exploded = np.isfinite(losses) & (losses > self.factor * self.first_loss)
+            if exploded.any() and (not bad.any() or exploded.argmax() < bad.argmax()):
+                bad = exploded
+                reason = (
+                    f"the loss exploded (above {self.factor:g} x the first step's "
+                    f"{self.first_loss:.4g})"
+                )
+        if bad.any():
+            at = int(bad.argmax())
+            self.step, self.rate, self.reason = int(steps[at]), float(columns["lr"][at]), reason
+            log.error(
+                "%s: %s at step %d (learning rate %.4g); stopping training",
+                reason,
+                losses[at],
+                self.step,
+                self.rate,
+            )
+            self.model.stop_training = True
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint` keeping the best `monitor` model, except after divergence:
+    a diverged model is never the best one, whatever its validation loss."""
+
+    def __init__(self, path, divergence, monitor="val_loss"):
+        super().__init__(path, monitor=monitor, save_best_only=True, verbose=0)
+        self.divergence = divergence
+
+    def state(self):
+        return {"best": None if self.best is None else float(self.best)}
+
+    def restore(self, state):
+        self.best = state["best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.divergence.step is not None:
+            return
+        best = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != best:
+            log.info(
+                "epoch %d: %s improved to %.4g; saved %s",
+                epoch,
+                self.monitor,
+                self.best,
+                self.filepath,
+            )
+
+
+class EarlyStop(keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping`, whose state survives a resume and a training split in parts
+    (a resumed run's rest of an epoch, then the other epochs, each a `fit` call).
+
+    `restore(state)` carries a state into the next `on_train_begin` (where Keras' own resets
+    it); the best weights are put back only at the end of the last part (`last_part`), or
+    where training stops early.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.last_part = True
+        self._carried = None
+
+    def state(self):
+        return {
+            "wait": int(self.wait),
+            "stopped_epoch": int(self.stopped_epoch),
+            "best": None if self.best is None else float(self.best),
+            "best_epoch": int(getattr(self, "best_epoch", 0)),
+            "best_weights": list(self.best_weights or []),
+        }
+
+    def restore(self, state):
+        self._carried = state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._carried is not None:
+            state, self._carried = self._carried, None
+            self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+            self.best, self.best_epoch = state["best"], state["best_epoch"]
+            self.best_weights = list(state["best_weights"]) or None
+
+    def on_train_end(self, logs=None):
+        if self.last_part or self.model.stop_training:
+            super().on_train_end(logs)
+
+
+class TrainingInterrupted(Exception):
+    """Raised between two steps after a Ctrl-C, SIGTERM or SIGHUP: training stops where it
+    is, without the epoch's validation or epoch end (a partial epoch is no epoch)."""
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """The first Ctrl-C, SIGTERM or SIGHUP stops training after the current step; a second
+    one interrupts at once.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, which may be
+    inside TensorFlow's own calls, where it can surface as an unrelated `SystemError`.
+    Here the signal only sets `signum`; the end of the current training step raises
+    `TrainingInterrupted` from a known place (a signal during validation lets the epoch end
+    first, and stops after the next step). Keras' own `stop_training` would run the epoch's
+    validation and epoch end on the partial epoch, logging it as an epoch and perhaps
+    saving it as the best model. The caller then saves a resume checkpoint at that step and
+    closes the run as KILLED with every step (`stopping.Stopped`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.signum = None  # the signal that asked to stop
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._stop) for s in stopping.NAMES}
+
+    def _stop(self, signum, frame):
+        self.signum = signum
+        self._restore()  # a second signal is immediate
+        again = " (press it again to stop at once)" if signum == signal.SIGINT else ""
+        log.warning("%s: stopping after this step%s", stopping.NAMES[signum], again)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise TrainingInterrupted
+
+    def on_train_end(self, logs=None):
+        self._restore()
+
+    def _restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+class ResumeCheckpoint(EveryNSteps):
+    """Saves the checkpoint every `every` steps: after the step itself, or, when the step
+    ends an epoch, after the epoch's validation and every other callback's epoch end (so it
+    must come last in the callback list), so that a resumed run starts the next epoch.
+
+    Args:
+        path: the checkpoint file.
+        every: steps between checkpoints.
+        steps_per_epoch: steps in an epoch.
+        parts: {name: object with `state()` and `restore(state)`}, saved with the model.
+        before_save: called with the step before saving: hands every step so far to the
+            sinks and flushes them.
+        meta: JSON-able facts saved alongside (the sinks' refs, the config).
+        healthy: whether the model may be saved (False after divergence).
+        start_step: a resumed run's first step (where its checkpoint was saved).
+    """
+
+    def __init__(
+        self, path, every, steps_per_epoch, parts, before_save, meta, healthy, start_step=0
+    ):
+        super().__init__(every, start_step)
+        self.path, self.steps_per_epoch = Path(path), steps_per_epoch
+        self.parts, self.before_save, self.meta = parts, before_save, meta
+        self.healthy = healthy  # False once training diverged: the last good one is kept
+
+    def on_train_begin(self, logs=None):
+        """A new run's checkpoint at step 0 (the model as built, 20 ms), so that a run killed
+        before its first periodic checkpoint resumes too, from the start, into the same
+        runs of its stores."""
+        if int(self.model.optimizer.iterations.numpy()) == 0 and not self.path.exists():
+            self.save(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.steps_done(batch)
+        if self.due(done) and done % self.steps_per_epoch:
+            self.save(done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = int(self.model.optimizer.iterations.numpy())
+        if self.due(done):
+            self.save(done)
+
+    def save(self, step):
+        began = time.perf_counter()
+        self.before_save(step)
+        if not self.healthy():
+            return
+        resume.save(self.path, self.model, step, self.parts, self.meta)
+        self.last = step
+        log.info(
+            "step %d: checkpoint saved in %s (%.0f ms, %.1f MB)",
+            step,
+            self.path,
+            1000 * (time.perf_counter() - began),
+            self.path.stat().st_size / 1e6,
+        )

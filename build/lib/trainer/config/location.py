@@ -1,0 +1,10 @@
+"""Where the config groups are: the `lrlab_conf` package, which is the repository's `conf/`
+(pyproject.toml maps it) and is shipped inside the distribution, so that an installed lrlab
+finds its configs from any folder. Hydra reads it as `pkg://lrlab_conf`."""
+
+from pathlib import Path
+
+import lrlab_conf
+
+CONF = Path(lrlab_conf.__file__).parent
+CONF_PACKAGE = "pkg://lrlab_conf"

@@ -1,0 +1,288 @@
+"""A trial's side of a sweep: who it is (from `sweep.json`) and what it leaves (`trial.json`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+TRIAL_FILE = "trial.json"
+
+
+@dataclass
+class Trial:
+    """One job of a sweep, as its run records it.
+
+    `overrides` are the job's own (`hydra.overrides.task`), `swept` those of them that vary
+    across the sweep, which name the trial: `cnn-mnist-clr #2 max_lr=0.003 step_size=4ep`.
+    """
+
+    sweep_id: str
+    number: int
+    dir: str
+    parent: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)
+    swept: list = field(default_factory=list)
+    optuna: dict | None = None  # the Optuna study this trial reports to (an Optuna sweep)
+    command: list = field(default_factory=list)  # the overrides of a single run that is it
+
+    def run_name(self, base):
+        """The swept values first, then `#number base`: `max_lr=0.003 step_size=4ep #2
+        cnn-mnist-clr`, so that the runs list, which cuts long names, shows what differs."""
+        return " ".join([*short(self.swept), f"#{self.number}", base])
+
+    def callbacks(self):
+        """Keras callbacks the trial's training needs: Optuna's pruning, in an Optuna sweep."""
+        if not self.optuna:
+            return []
+        from trainer.sweeps.optuna_search import pruning_callback, trial_for_job
+
+        found = trial_for_job(self.optuna, self.sweep_id, self.number)
+        self.optuna_trial = found.number
+        return [pruning_callback(found, self.optuna["monitor"])]
+
+    def use_parent_store(self, cfg):
+        """Log into the parent run's MLflow store when this trial's own is a local file.
+
+        A trial on a Ray worker has that machine's environment and working folder: without
+        `MLFLOW_TRACKING_URI` there, it would log to a `sqlite:///mlflow.db` of its own, lost
+        to the sweep. A trial whose own URI names a server or database keeps it: the parent's
+        URI may be how the launching machine reaches the same server (`http://localhost:5000`),
+        not how this one does. Credentials always come from this machine's environment.
+        """
+        from trainer.tracking.sinks.mlflow_sink import absolute, is_local
+
+        uri = (self.parent.get("mlflow") or {}).get("uri")
+        sink = cfg.get("sink") or {}
+        if not uri or "mlflow" not in sink:
+            return
+        own = absolute(str(sink.mlflow.get("uri")))
+        if own == uri or not is_local(own):
+            return
+        log.info("trial #%d logs to the sweep's MLflow store %s", self.number, uri)
+        cfg.tracking.uri = uri
+        cfg.sink.mlflow.uri = uri
+
+    def tags(self):
+        """The sweep's tags, and as the run's command (Source) the single run that
+        reproduces this trial, not the sweep's `-m` command or the launcher's."""
+        from trainer.tracking.run import command_line, source_tags
+
+        tags = {
+            "lrlab.sweep.id": self.sweep_id,
+            "lrlab.sweep.trial": str(self.number),
+            "lrlab.sweep.overrides": " ".join(self.overrides),
+            "lrlab.command": command_line(self.command),
+            **source_tags(self.command),
+        }
+        if getattr(self, "optuna_trial", None) is not None:
+            tags["lrlab.optuna.study"] = self.optuna["study"]
+            tags["lrlab.optuna.trial"] = str(self.optuna_trial)
+        return tags
+
+    def params(self):
+        """The trial's group choices as params (`override.schedule = clr`), for the compare
+        view's axes; its other overrides are params already (`schedule.max_lr`)."""
+        return {
+            f"override.{key}": value
+            for key, value in (o.lstrip("+~").split("=", 1) for o in self.overrides if "=" in o)
+            if "." not in key and "/" not in key
+        }
+
+
+def short(overrides, groups=True):
+    """`schedule.max_lr=0.003` as `max_lr=0.003`; group choices (`schedule=clr`) as the
+    option alone, or left out with `groups=False`."""
+    out = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        value = _brief(value)
+        if "." in key:
+            out.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        elif groups:
+            out.append(value)
+    return out
+
+
+def _brief(value):
+    """A searched float as 4 significant digits (0.0012345678 -> 0.001235); else as is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if "." in value and len(value) > 7 else value
+
+
+def read_sweep(sweep_dir):
+    """The sweep's `sweep.json` as a dict ({} where there is none)."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def current():
+    """The running Hydra job's `Trial`, or None outside a sweep (or a sweep without a
+    `sweep.json`: one started by another app)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hc.sweep.dir) / SWEEP_FILE
+    if not path.exists():
+        log.warning(
+            "no %s in %s: this trial is not linked to a parent run", SWEEP_FILE, path.parent
+        )
+        return None
+    sweep = json.loads(path.read_text())
+    overrides = list(hc.overrides.task)
+    keys = set(sweep["swept"])
+    command = single_run(overrides, dict(hc.runtime.choices))
+    return Trial(
+        sweep_id=sweep["id"],
+        number=int(hc.job.num),
+        dir=str(Path(hc.runtime.output_dir)),
+        parent=sweep.get("parent") or {},
+        overrides=overrides,
+        swept=[o for o in overrides if o.split("=", 1)[0] in keys],
+        optuna=sweep.get("optuna"),
+        command=command,
+    )
+
+
+# The groups a `sweep=` preset may choose (conf/sweep/*.yaml set `override /schedule: ...`).
+RUN_GROUPS = ("dataset", "model", "optimizer", "schedule", "warmup", "plateau")
+
+
+def single_run(overrides, choices):
+    """The overrides of `python -m trainer ...` (no `-m`) that trains what a trial with
+    `overrides` trains: a search preset (`sweep=clr_optuna`) is no part of a single run, so
+    its group choices are spelled out instead."""
+    if not any(o.split("=", 1)[0] == "sweep" for o in overrides):
+        return list(overrides)
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    spelled = [
+        f"{group}={choices[group]}"
+        for group in RUN_GROUPS
+        if group not in given and choices.get(group) not in (None, "null")
+    ]
+    return spelled + [o for o in overrides if o.split("=", 1)[0] != "sweep"]
+
+
+def write_result(
+    trial,
+    run_name,
+    status,
+    metrics=None,
+    error=None,
+    wall_s=None,
+    refs=None,
+    models=None,
+    started_at=None,
+):
+    """`trial.json` in the trial's folder: what the sweep's summary reads; `started_at` is
+    the Unix time the trial began (trials that ran at once overlap)."""
+    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    record = {
+        **asdict(trial),
+        "run_name": run_name,
+        "status": status,
+        "error": error,
+        "wall_s": wall_s,
+        "started_at": started_at,
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+        "refs": refs or {},
+        "models": models,  # trainer.models as the run applied it
+        "optuna_trial": getattr(trial, "optuna_trial", None),
+        "pid": os.getpid(),  # the process that ran it (a fresh one per trial, or not)
+    }
+    path = Path(trial.dir) / TRIAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def run(cfg, choices, trial):
+    """Run one trial; a failure is recorded (a FAILED run, `trial.json`) and the sweep goes
+    on: the sweeper gets NaN. Only Ctrl-C stops the sweep."""
+    import trainer
+    from trainer.tracking import metadata
+
+    trial.use_parent_store(cfg)
+    names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
+    name = metadata.run_name(cfg.get("mode", "train"), names, trial)
+    started, started_at = time.perf_counter(), time.time()
+    try:
+        results = trainer.run(cfg, choices, extra_callbacks=trial.callbacks(), trial=trial)
+    except KeyboardInterrupt:
+        write_result(
+            trial, name, "KILLED", wall_s=time.perf_counter() - started, started_at=started_at
+        )
+        raise
+    except Exception as err:
+        if getattr(err, "lrlab_tags", {}).get("lrlab.pruned"):  # Optuna pruned it
+            write_result(
+                trial,
+                name,
+                "PRUNED",
+                error=f"pruned after epoch {err.lrlab_tags['lrlab.pruned_at_epoch']}",
+                wall_s=time.perf_counter() - started,
+                started_at=started_at,
+                refs=getattr(err, "lrlab_refs", {}),
+            )
+            return math.nan
+        log.error("trial #%d failed: %s", trial.number, err)
+        refs = getattr(err, "lrlab_refs", None)
+        if refs is None:  # it failed before its run started: record one, FAILED
+            refs = _record_failure(cfg, trial, name, err)
+        write_result(
+            trial,
+            name,
+            "FAILED",
+            error=f"{type(err).__name__}: {err}",
+            wall_s=time.perf_counter() - started,
+            started_at=started_at,
+            refs=refs,
+        )
+        return math.nan
+    write_result(
+        trial,
+        results["run_name"],
+        "FINISHED",
+        metrics=results,
+        wall_s=time.perf_counter() - started,
+        started_at=started_at,
+        refs=results["refs"],
+        models=results.get("models"),
+    )
+    return results.get(cfg.optimized_metric)
+
+
+def _record_failure(cfg, trial, name, err):
+    """A FAILED run for a trial that failed before its own run started (an invalid value)."""
+    from trainer.tracking.run import TrackedRun
+    from trainer.tracking.sinks.base import RunInfo
+
+    tags = {
+        **trial.tags(),
+        "mode": cfg.get("mode", "train"),
+        "lrlab.failure": f"{type(err).__name__}: {err}"[:5000],
+        "mlflow.note.content": f"Trial #{trial.number} failed before training: {err}",
+    }
+    info = RunInfo(name, trial.dir, parent=trial.parent)
+    try:
+        with TrackedRun(cfg.get("sink"), False, info, trial.params(), tags) as run:
+            run.failure = str(err)
+        return run.refs
+    except Exception as record_err:  # the sinks themselves failed: the log says why
+        log.error("trial #%d: could not record the failure: %s", trial.number, record_err)
+        return {}
