@@ -42,7 +42,7 @@ class Trial:
         """Keras callbacks the trial's training needs: Optuna's pruning, in an Optuna sweep."""
         if not self.optuna:
             return []
-        from trainer.sweeps.optuna_search import pruning_callback, trial_for_job
+        from trainer.sweeps.optuna_trial import pruning_callback, trial_for_job
 
         found = trial_for_job(self.optuna, self.sweep_id, self.number)
         self.optuna_trial = found.number

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config.errors import ConfigError
-from trainer.tracking.repair import process_tags
+from trainer.tracking.process import process_tags
 from trainer.tracking.sinks.base import Sink
 from trainer.tracking.writer import WriterProcess
 

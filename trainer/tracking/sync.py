@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.config.errors import ConfigError
-from trainer.tracking.repair import process_gone
+from trainer.tracking.process import process_gone
 from trainer.tracking.spool import Spool, own_retries, ship, transient
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from trainer.config.errors import ConfigError
+from trainer.tracking.process import process_tags
 from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics, unseen
 from trainer.tracking.spool import SPOOL, Shipper, Spool, own_retries, ship
 
@@ -233,8 +234,6 @@ class MlflowSink(Sink):
     def start(self, run: RunInfo) -> Started:
         from mlflow.tracking import MlflowClient
 
-        from trainer.tracking.repair import process_tags
-
         self.spool = Spool(run.dir)
         self.have = {}  # {metric: last step} the run already has (a resumed run's)
         own_retries()
@@ -274,8 +273,6 @@ class MlflowSink(Sink):
     def _reopen(self, run, ref):
         """Continue the run `ref` of a killed process (`trainer.resume`): upload what its
         spool still holds, learn the last step of every metric, and mark it RUNNING."""
-        from trainer.tracking.repair import process_tags
-
         self.run_id = ref["run_id"]
         if self.spool.exists:
             self.spool.reopen()
