@@ -108,3 +108,63 @@ def test_trials_start_deaf_to_ctrl_c_while_the_sweep_still_hears_it():
             time.sleep(1)
     assert _blocked_signals(child.stdout) & sigint  # the trial's wrapper ignores Ctrl-C
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def _tracked_run(tmp_path, ending):
+    from omegaconf import OmegaConf
+
+    from trainer.tracking.run import TrackedRun
+    from trainer.tracking.sinks.base import RunInfo
+
+    sinks = OmegaConf.create(
+        {
+            "mlflow": {
+                "_target_": "trainer.tracking.sinks.mlflow_sink.MlflowSink",
+                "uri": f"sqlite:///{tmp_path}/mlflow.db",
+                "experiment": "orchestration",
+            }
+        }
+    )
+    info = RunInfo("mlp-mnist-constant", str(tmp_path / "run"))
+    return TrackedRun(sinks, False, info, {"lr": 0.1}, {}, ending=ending)
+
+
+def _status(tmp_path, ending):
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(ending.run_id)
+    return run.info.status, run.data.tags
+
+
+def test_a_stopped_run_tells_its_caller_how_it_ended_and_where(tmp_path):
+    from trainer.stopping import Stopped
+    from trainer.tracking.run import Ending
+
+    ending = Ending()
+    assert ending.note() == ""  # nothing closed yet: the console says no run had started
+    with pytest.raises(Stopped), _tracked_run(tmp_path, ending):
+        raise Stopped(signal.SIGTERM)
+    assert ending.status == "KILLED" and ending.refs["mlflow"]["run_id"] == ending.run_id
+    assert ending.note() == (
+        f"; MLflow run mlp-mnist-constant ({ending.run_id}) saved as KILLED, with every step "
+        f"trained so far in {tmp_path / 'run'}"
+    )
+    assert _status(tmp_path, ending)[0] == "KILLED"
+
+
+def test_what_stops_a_run_early_decides_how_it_ends(tmp_path):
+    from trainer.tracking.run import Ending
+
+    # Optuna's pruning: an exception, yet the run ends KILLED (not FAILED), tagged as pruned.
+    ending = Ending()
+    with pytest.raises(RuntimeError), _tracked_run(tmp_path, ending):
+        ending.forced_status = "KILLED"
+        ending.tags = {"lrlab.pruned": "true"}
+        raise RuntimeError("pruned")
+    status, tags = _status(tmp_path, ending)
+    assert (ending.status, status, tags["lrlab.pruned"]) == ("KILLED", "KILLED", "true")
+    # A run that returns ends FINISHED whatever was set for an early stop that never came.
+    finished = Ending(forced_status="KILLED")
+    with _tracked_run(tmp_path, finished):
+        pass
+    assert finished.status == "FINISHED" == _status(tmp_path, finished)[0]

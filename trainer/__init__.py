@@ -10,12 +10,13 @@ TensorFlow, before the data).
 import trainer.names  # noqa: F401  (registers ${run_label:...}, which conf/train.yaml uses)
 
 
-def run(cfg, choices=None, extra_callbacks=(), trial=None):
+def run(cfg, choices=None, extra_callbacks=(), trial=None, ending=None):
     """Train (or, with `mode=lr_find`, run the range test) from a composed `conf/train.yaml`.
 
     A schedule key set to `auto` (`max_lr`, `initial_lr`) runs the range test first and
     trains with its suggestion; the range test's run becomes a child of the training run.
-    `trial` (a `trainer.sweeps.trial.Trial`) makes the run a sweep's child run.
+    `trial` (a `trainer.sweeps.trial.Trial`) makes the run a sweep's child run; `ending` (a
+    `trainer.tracking.run.Ending`) says how the run ended, also when this raises.
     Returns the final metrics as a dict.
     """
     from hydra.utils import instantiate
@@ -44,10 +45,12 @@ def run(cfg, choices=None, extra_callbacks=(), trial=None):
     auto = [key for key in AUTO_KEYS if cfg.schedule.get(key) == "auto"]
     check_objects(cfg, train_samples, build_schedule=cfg.mode == "train" and not auto)
     if cfg.mode == "lr_find":
-        return lr_find.find_lr(cfg, choices, trial=trial)
+        return lr_find.find_lr(cfg, choices, trial=trial, ending=ending)
     if auto:
-        return lr_find.train_at_suggestion(cfg, choices, extra_callbacks, auto, trial=trial)
-    return train(cfg, choices, extra_callbacks, trial=trial)
+        return lr_find.train_at_suggestion(
+            cfg, choices, extra_callbacks, auto, trial=trial, ending=ending
+        )
+    return train(cfg, choices, extra_callbacks, trial=trial, ending=ending)
 
 
 def _limit_threads(threads):

@@ -6,6 +6,7 @@ With `-m` each job is a trial of a sweep: a child of the sweep's parent run
 
 import errno
 import logging
+import signal
 import sys
 
 import hydra
@@ -19,6 +20,7 @@ from trainer.config.errors import ConfigError
 from trainer.config.location import CONF_PACKAGE
 from trainer.config.overrides import check_overrides
 from trainer.sweeps import callback, trial
+from trainer.tracking.run import Ending
 
 log = logging.getLogger("trainer")
 APP = "python -m trainer"
@@ -38,8 +40,12 @@ def main(cfg: DictConfig) -> float | None:
                 "-m; without it one run of the default settings would train",
                 fix=f"add -m: python -m trainer -m sweep={preset} ...",
             )
+        ending = Ending()
         try:
-            results = trainer.run(cfg, choices)
+            results = trainer.run(cfg, choices, ending=ending)
+        except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: the console says where
+            signum = getattr(err, "signum", signal.SIGINT)
+            raise stopping.Stopped(signum, note=ending.note()) from err
         except stopping.TrainingDiverged as err:  # the run says so, FAILED: no traceback
             sys.stdout.flush()
             sys.stderr.write(f"{APP}: {err}\n")
@@ -68,7 +74,8 @@ if __name__ == "__main__":
         # The run was closed on the way out (TrackedRun notes how); one line, no traceback.
         swept = callback.close_open_sweep("KILLED")
         # A sweep whose trials ran in processes of their own has no run of this process.
-        note = getattr(err, "lrlab_note", "" if swept else "; no run had started")
+        note = err.note if isinstance(err, stopping.Stopped) else ""
+        note = note or ("" if swept else "; no run had started")
         how = getattr(err, "name", "Ctrl-C")
         sys.stderr.write(f"{APP}: interrupted ({how}){note}{swept}\n")
         sys.exit(stopping.exit_code(err))

@@ -218,7 +218,7 @@ def plot(result, path, title="", chosen="steepest"):
     return path
 
 
-def find_lr(cfg, choices=None, subfolder=None, trial=None) -> dict:
+def find_lr(cfg, choices=None, subfolder=None, trial=None, ending=None) -> dict:
     """Run the learning-rate range test as its own tracked run; returns the suggestions.
 
     Args:
@@ -238,7 +238,7 @@ def find_lr(cfg, choices=None, subfolder=None, trial=None) -> dict:
         tags.update(trial.tags())
         values.update(trial.params())
     info = RunInfo(run_name, str(run_dir), parent=parent)
-    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, values, tags) as run:
+    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, values, tags, ending=ending) as run:
         result = range_test(
             instantiate(cfg.model),
             lambda lr: instantiate(cfg.optimizer, learning_rate=lr),
@@ -298,10 +298,11 @@ def find_lr(cfg, choices=None, subfolder=None, trial=None) -> dict:
         }
 
 
-def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=(), trial=None):
+def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=(), trial=None, ending=None):
     """The range test, then training with its suggestion as `schedule.<key>` for each key.
 
-    The range test's run is shown in MLflow as a child of the training run.
+    The range test's run is shown in MLflow as a child of the training run; `ending` is the
+    training run's.
     """
     from trainer.train import train
 
@@ -315,5 +316,11 @@ def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=(), trial=No
         "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in keys),
     }
     return train(
-        cfg, choices, extra_callbacks, extra_tags=tags, child_runs=[found["refs"]], trial=trial
+        cfg,
+        choices,
+        extra_callbacks,
+        extra_tags=tags,
+        child_runs=[found["refs"]],
+        trial=trial,
+        ending=ending,
     )

@@ -22,9 +22,10 @@ NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIG
 class Stopped(KeyboardInterrupt):
     """The process was asked to stop by signal `signum` (SIGINT: Ctrl-C)."""
 
-    def __init__(self, signum=signal.SIGINT):
+    def __init__(self, signum=signal.SIGINT, note=""):
         super().__init__(NAMES.get(signum, str(signum)))
         self.signum = signum
+        self.note = note  # where the stopped run was saved, for the console's last line
 
     @property
     def name(self):

@@ -93,6 +93,7 @@ def train(
     extra_tags=None,
     child_runs=(),
     trial=None,
+    ending=None,
 ) -> dict:
     """Train, evaluate on the test set, and return the final metrics.
 
@@ -104,6 +105,8 @@ def train(
         child_runs: refs of runs to show as children of this run (that range test's
             `TrackedRun.refs`).
         trial: the sweep trial this run is (`trainer.sweeps.trial.Trial`), or None.
+        ending: a `trainer.tracking.run.Ending` the run fills as it closes, for the caller
+            (how it ended, its refs), whether it returns or raises.
 
     Returns the final metrics, with `trained_steps`, `run_name` and the sinks' `refs`.
     """
@@ -163,7 +166,7 @@ def train(
     params = metadata.params(cfg, groups)
     if trial is not None:
         params.update(trial.params())
-    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, params, tags) as run:
+    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, params, tags, ending=ending) as run:
         divergence = StopOnDivergence(t.divergence_factor)
         recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
         recorder.recorded = start_step

@@ -40,8 +40,9 @@ def trial_for_job(info, sweep_id, job):
     raise RuntimeError(f"no running Optuna trial for job {job} in study {info['study']!r}")
 
 
-def pruning_callback(optuna_trial, monitor):
-    """Optuna's `KerasPruningCallback`, its `TrialPruned` telling the run how it ends."""
+def pruning_callback(optuna_trial, monitor, ending):
+    """Optuna's `KerasPruningCallback`; a pruned trial's `ending` (`trainer.tracking.run.
+    Ending`) says how its run ends: KILLED (it did not run its course), tagged as pruned."""
     import optuna
     from optuna_integration.keras import KerasPruningCallback
 
@@ -49,9 +50,9 @@ def pruning_callback(optuna_trial, monitor):
         def on_epoch_end(self, epoch, logs=None):
             try:
                 super().on_epoch_end(epoch, logs)
-            except optuna.TrialPruned as err:
-                err.lrlab_status = "KILLED"  # not FINISHED: it did not run its course
-                err.lrlab_tags = {
+            except optuna.TrialPruned:
+                ending.forced_status = "KILLED"
+                ending.tags = {
                     "lrlab.pruned": "true",
                     "lrlab.pruned_at_epoch": str(epoch),
                     "mlflow.note.content": f"Pruned by Optuna after epoch {epoch} "

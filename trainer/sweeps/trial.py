@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,15 +39,16 @@ class Trial:
         cnn-mnist-clr`, so that the runs list, which cuts long names, shows what differs."""
         return " ".join([*short(self.swept), f"#{self.number}", base])
 
-    def callbacks(self):
-        """Keras callbacks the trial's training needs: Optuna's pruning, in an Optuna sweep."""
+    def callbacks(self, ending):
+        """Keras callbacks the trial's training needs: Optuna's pruning, in an Optuna sweep
+        (it records a pruned run's end in `ending`)."""
         if not self.optuna:
             return []
         from trainer.sweeps.optuna_trial import pruning_callback, trial_for_job
 
         found = trial_for_job(self.optuna, self.sweep_id, self.number)
         self.optuna_trial = found.number
-        return [pruning_callback(found, self.optuna["monitor"])]
+        return [pruning_callback(found, self.optuna["monitor"], ending)]
 
     def use_parent_store(self, cfg):
         """Log into the parent run's MLflow store when this trial's own is a local file.
@@ -215,34 +217,39 @@ def run(cfg, choices, trial):
     """Run one trial; a failure is recorded (a FAILED run, `trial.json`) and the sweep goes
     on: the sweeper gets NaN. Only Ctrl-C stops the sweep."""
     import trainer
+    from trainer.stopping import Stopped
     from trainer.tracking import metadata
+    from trainer.tracking.run import Ending
 
     trial.use_parent_store(cfg)
     names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
     name = metadata.run_name(cfg.get("mode", "train"), names, trial)
     started, started_at = time.perf_counter(), time.time()
+    ending = Ending()
     try:
-        results = trainer.run(cfg, choices, extra_callbacks=trial.callbacks(), trial=trial)
-    except KeyboardInterrupt:
+        results = trainer.run(
+            cfg, choices, extra_callbacks=trial.callbacks(ending), trial=trial, ending=ending
+        )
+    except KeyboardInterrupt as err:
         write_result(
             trial, name, "KILLED", wall_s=time.perf_counter() - started, started_at=started_at
         )
-        raise
+        raise Stopped(getattr(err, "signum", signal.SIGINT), note=ending.note()) from err
     except Exception as err:
-        if getattr(err, "lrlab_tags", {}).get("lrlab.pruned"):  # Optuna pruned it
+        if ending.tags.get("lrlab.pruned"):  # Optuna pruned it
             write_result(
                 trial,
                 name,
                 "PRUNED",
-                error=f"pruned after epoch {err.lrlab_tags['lrlab.pruned_at_epoch']}",
+                error=f"pruned after epoch {ending.tags['lrlab.pruned_at_epoch']}",
                 wall_s=time.perf_counter() - started,
                 started_at=started_at,
-                refs=getattr(err, "lrlab_refs", {}),
+                refs=ending.refs,
             )
             return math.nan
         log.error("trial #%d failed: %s", trial.number, err)
-        refs = getattr(err, "lrlab_refs", None)
-        if refs is None:  # it failed before its run started: record one, FAILED
+        refs = ending.refs
+        if ending.status is None:  # it failed before its run started: record one, FAILED
             refs = _record_failure(cfg, trial, name, err)
         write_result(
             trial,

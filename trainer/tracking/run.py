@@ -11,6 +11,7 @@ import logging
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -85,6 +86,31 @@ def build_sinks(sink_cfg, sweep=False):
     return sinks
 
 
+@dataclass
+class Ending:
+    """How a run ended, for whoever started it (a sweep's trial, the console): `TrackedRun`
+    fills it as the run closes. What stops a run early may say first how it is to end
+    (`forced_status`, `tags`: Optuna's pruning ends a trial KILLED, tagged as pruned)."""
+
+    status: str | None = None  # FINISHED, FAILED or KILLED; None while no run has closed
+    refs: dict = field(default_factory=dict)  # what each sink returned to link to the run
+    name: str = ""
+    run_dir: str = ""
+    run_id: str | None = None  # the MLflow run's, if any
+    forced_status: str | None = None
+    tags: dict = field(default_factory=dict)
+
+    def note(self):
+        """`; MLflow run NAME (ID) saved as KILLED, with every step trained so far in DIR`,
+        for the console's last line after a stop ("" before any run closed)."""
+        if self.status is None:
+            return ""
+        where = (
+            f"MLflow run {self.name} ({self.run_id}) saved as KILLED, with " if self.run_id else ""
+        )
+        return f"; {where}every step trained so far in {self.run_dir}"
+
+
 class TrackedRun:
     """A run in every configured sink, with its params and tags, and the writer that feeds them.
 
@@ -94,13 +120,15 @@ class TrackedRun:
         run: the `RunInfo` each sink starts with (name, folder, inputs, linked runs).
         params, tags: logged once the sinks have started.
         sweep: a sweep's parent run, kept out of the sinks that do not record one.
+        ending: an `Ending` to fill as the run closes (and to read a forced end from).
 
     Inside the `with` block, `writer` takes steps, scalars, tags and artifacts; `refs`
     holds what each sink returned to link to this run (`refs["mlflow"]["run_id"]`).
     """
 
-    def __init__(self, sink_cfg, strict, run, params, tags, sweep=False):
+    def __init__(self, sink_cfg, strict, run, params, tags, sweep=False, ending=None):
         self.sink_cfg, self.strict, self.sweep = sink_cfg, strict, sweep
+        self.ending = ending if ending is not None else Ending()
         self.info, self.params, self.tags = run, params, tags
         self.run_dir = Path(run.dir)
         self.refs = {}
@@ -133,23 +161,17 @@ class TrackedRun:
             status = "FAILED"
         else:
             status = "FINISHED"
-        # An exception may say how its run ends (a pruned trial: KILLED, with its tags).
-        status = getattr(exc, "lrlab_status", status)
-        if getattr(exc, "lrlab_tags", None):
-            self.writer.tags(exc.lrlab_tags)
+        ending = self.ending
+        if exc_type is not None and ending.forced_status:  # e.g. a pruned trial: KILLED
+            status = ending.forced_status
+        if ending.tags:
+            self.writer.tags(ending.tags)
         self.writer.close(status)
         log.info("%s ended %s", self.info.name, status)
         for view in self.views:
             log.info("%s", view)
-        if exc is not None:
-            exc.lrlab_refs = self.refs  # a sweep records which run the failure belongs to
-        if isinstance(exc, KeyboardInterrupt):
-            where = f"MLflow run {self.info.name} ({self.run_id}) saved as KILLED, with "
-            exc.lrlab_note = (
-                "; "
-                + (where if self.run_id else "")
-                + f"every step trained so far in {self.run_dir}"
-            )
+        ending.status, ending.refs, ending.run_id = status, self.refs, self.run_id
+        ending.name, ending.run_dir = self.info.name, str(self.run_dir)
         return False
 
 
