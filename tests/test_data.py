@@ -2,6 +2,9 @@
 
 import gzip
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +150,70 @@ def test_the_default_config_finds_the_data_as_python_m_trainer_does(
     lost = instantiate(compose("train").dataset)
     assert lost.check() is None
     assert lost.where_looked() == "no IDX files in data/mnist, ../shared/datasets/mnist"
+
+
+NOISE_DATASET = '''
+import numpy as np
+
+from trainer.data import Splits
+
+
+class NoiseDataset:
+    """Random colour images of 3 classes, made on the spot: a dataset no one shipped."""
+
+    def __init__(self, name, val_size, num_classes, input_shape, class_names, samples=700):
+        self.name, self.val_size, self.samples = name, val_size, samples
+        self.num_classes, self.class_names = num_classes, list(class_names)
+        self.input_shape = tuple(input_shape)
+
+    def check(self):
+        return self.samples
+
+    def load(self):
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (self.samples + 200, *self.input_shape), dtype=np.uint8)
+        y = rng.integers(0, self.num_classes, self.samples + 200)
+        cut, end = self.samples - self.val_size, self.samples
+        return Splits(
+            x[:cut], y[:cut], x[cut:end], y[cut:end], x[end:], y[end:],
+            source="synthetic://noise", checksum="0" * 16,
+        )
+'''
+
+
+def test_a_new_dataset_is_one_class_and_one_yaml(tmp_path):
+    # Defined outside the package, as a user's own: the class beside the working folder,
+    # the YAML in a config folder of their own; the models take its shape and classes.
+    (tmp_path / "noise_data.py").write_text(NOISE_DATASET)
+    yaml = tmp_path / "conf" / "dataset" / "noise.yaml"
+    yaml.parent.mkdir(parents=True)
+    yaml.write_text(
+        "_target_: noise_data.NoiseDataset\nname: noise\nval_size: 100\nnum_classes: 3\n"
+        "input_shape: [12, 12, 3]\nclass_names: [red, green, blue]\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "dataset=noise",
+            "model=cnn",
+            "trainer.epochs=1",
+            "trainer.batch_size=50",
+            "sink=[csv]",
+            f"output_dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "run"
+    steps = (run / "steps.csv").read_text().splitlines()[1:]
+    assert len(steps) == 12  # 600 training images in batches of 50
+    iou = (run / "iou_per_class.csv").read_text()
+    assert all(name in iou for name in ("red", "green", "blue"))
+    assert "cnn-noise" in out.stdout + out.stderr  # its name in the run's name

@@ -13,6 +13,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -151,6 +152,35 @@ class Splits:
     checksum: str
 
 
+class Dataset(Protocol):
+    """What training needs of a dataset (`conf/dataset/<name>.yaml` names a class like this
+    by `_target_`; `trainer.data.IdxDataset` is MNIST's and Fashion-MNIST's). A new dataset
+    is such a class and its YAML, nothing else: the models take `input_shape` and
+    `num_classes` from the dataset's config (`${dataset.input_shape}`), and
+    `tests/test_data.py` trains on one defined outside this package.
+
+    Attributes:
+        name: a short name for run names and tags.
+        num_classes: labels are 0 .. num_classes - 1.
+        class_names: one per class, for the per-class IoU table.
+        input_shape: one image's shape as the model takes it, (H, W) or (H, W, C).
+    """
+
+    name: str
+    num_classes: int
+    class_names: list
+    input_shape: tuple
+
+    def check(self) -> int | None:
+        """Check the data is there and sound without loading it (before TensorFlow loads);
+        the number of training samples (validation included), or None when unknown until
+        `load`. Raise a `ConfigError` naming the file and the fix otherwise."""
+
+    def load(self) -> Splits:
+        """The splits: uint8 images of `input_shape`, int labels; `source` (a path or URI)
+        and `checksum` describe them in MLflow's dataset inputs."""
+
+
 class IdxDataset:
     """A dataset in the original MNIST IDX layout, with a Keras download as a fallback.
 
@@ -163,6 +193,7 @@ class IdxDataset:
         val_size: training samples held out for validation (the last ones of the file).
         num_classes: number of classes.
         class_names: names of the classes, for reports.
+        input_shape: an image's shape, (28, 28) for the IDX files of MNIST's layout.
     """
 
     def __init__(
@@ -174,6 +205,7 @@ class IdxDataset:
         num_classes=10,
         class_names=None,
         folder=None,
+        input_shape=(28, 28),
     ):
         self.name = name
         self.looked = [Path(dir)] if dir is not None else []
@@ -191,6 +223,7 @@ class IdxDataset:
         self.val_size = val_size
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
+        self.input_shape = tuple(input_shape)
 
     def check(self):
         """Locate the four files and check their headers and sizes, without decoding them.

@@ -6,10 +6,12 @@ from keras import layers
 
 
 def cnn(num_classes=10, input_shape=(28, 28), filters=(32, 64), kernel_size=3, dense_units=128):
-    """Conv(f0, k, same, relu), MaxPool 2, Conv(f1, ...), MaxPool 2, Flatten, Dense, softmax."""
+    """Conv(f0, k, same, relu), MaxPool 2, Conv(f1, ...), MaxPool 2, Flatten, Dense, softmax.
+    `input_shape`: (H, W) for one channel, or (H, W, C)."""
     inputs = keras.Input(tuple(input_shape), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 255.0)(inputs)
-    x = layers.Reshape((*input_shape, 1))(x)
+    if len(input_shape) == 2:
+        x = layers.Reshape((*input_shape, 1))(x)
     for f in filters:
         x = layers.Conv2D(f, kernel_size, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
