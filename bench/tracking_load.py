@@ -9,7 +9,7 @@
 (b) 4 runs at once into one SQLite file.
 
 Each run hands over 5000 made-up steps (3 metrics each) 200 at a time through its own
-writer process and MLflow sink, as a training run does (`trainer/tracking/load.py`); the
+writer process and MLflow sink, as a training run does (`bench/load_store.py`); the
 clock runs from every run started to the last one closed; then every run is read back.
 Each case is written to the JSON as it finishes; a case already there is not run again.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.tracking.load import drive, missing  # noqa: E402
+from bench.load_store import drive, missing  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "tracking_load.json"
 STEPS, FLUSH_EVERY = 5000, 200

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.mlflow_server import MlflowServer
-from tests.project import trainer_command
+from tests.project import ROOT, trainer_command
 from tests.tracking_stores import mlflow_history, mlflow_runs
 from trainer.config.errors import ConfigError
 from trainer.tracking.sinks.base import RunInfo
@@ -75,7 +75,7 @@ def repair(uri, *args):
     return out.stdout
 
 
-LOAD = [sys.executable, "-m", "trainer.tracking", "load"]
+LOAD = [sys.executable, str(ROOT / "bench" / "load_store.py")]
 
 
 @pytest.mark.slow

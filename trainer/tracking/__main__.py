@@ -1,15 +1,13 @@
-"""`python -m trainer.tracking repair|sync|load`: tools for the tracking store.
+"""`python -m trainer.tracking repair|sync`: tools for the tracking store.
 
     python -m trainer.tracking repair                      # MLFLOW_TRACKING_URI, else ./mlflow.db
     python -m trainer.tracking repair --uri http://localhost:5000 --stale 30m --dry-run
     python -m trainer.tracking sync outputs/2026-11-23/10-00-00   # what the store missed
-    python -m trainer.tracking load --runs 8 --steps 5000  # what the store sustains
 
 `repair` closes the runs that killed processes left RUNNING, one line per RUNNING run
 (`trainer/tracking/repair.py` says how a run is judged abandoned); `sync` uploads the values
-a run kept in its folder while its store was away (`trainer/tracking/sync.py`); `load` logs
-made-up steps from several runs at once through lrlab's writer, reads them back, and
-reports points per second (`trainer/tracking/load.py`).
+a run kept in its folder while its store was away (`trainer/tracking/sync.py`). What a store
+sustains is measured by `python bench/load_store.py` (a load test, kept with the benchmarks).
 """
 
 from __future__ import annotations
@@ -22,17 +20,6 @@ from trainer.config.console import input_errors_reported
 from trainer.tracking.repair import parse_span, repair
 
 APP = "python -m trainer.tracking"
-
-
-def positive(text):
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
 
 
 def main(argv=None):
@@ -71,25 +58,7 @@ def main(argv=None):
     upload.add_argument(
         "--uri", help="the store, if it moved (default: the one each run was created in)"
     )
-    load = commands.add_parser(
-        "load",
-        help="log made-up steps from several runs at once; report points per second",
-        description="Log STEPS made-up steps from RUNS runs at once through lrlab's writer "
-        "processes into the store, read every run back, and report the points per second "
-        "stored. Exit status 1 when a point is missing or repeated.",
-    )
-    load.add_argument("--uri", default=fix.get_default("uri"), help="the MLflow store")
-    load.add_argument("--runs", type=positive, default=8, help="runs at once (default 8)")
-    load.add_argument("--steps", type=positive, default=5000, help="steps per run (default 5000)")
-    load.add_argument(
-        "--flush-every", type=positive, default=200, help="steps per hand-over (default 200)"
-    )
-    load.add_argument(
-        "--experiment", default="lrlab-load", help="where the runs go (default lrlab-load)"
-    )
     args = parser.parse_args(argv)
-    if args.command == "load":
-        return _load(args)
     if args.command == "sync":
         return _sync(args)
 
@@ -118,23 +87,6 @@ def _sync(args):
                 f"{folder}: {done.points} points in {done.lines} writes uploaded to run "
                 f"{done.run_id}, closed {done.status}\n"
             )
-
-
-def _load(args):
-    from trainer.tracking.load import drive, missing
-
-    with input_errors_reported(APP):
-        done = drive(args.uri, args.runs, args.steps, args.flush_every, args.experiment)
-    wrong = missing(done)
-    sys.stdout.write(
-        f"{args.runs} runs x {args.steps} steps x 3 metrics = {done.points} points stored in "
-        f"{done.seconds:.1f} s: {done.points_per_s:.0f} points/s into {args.uri}\n"
-    )
-    for (run_id, key), what in sorted(wrong.items()):
-        sys.stdout.write(f"run {run_id} {key}: {what} (want {args.steps}, each once)\n")
-    sys.stdout.write("every point present, each once\n" if not wrong else "points lost\n")
-    if wrong:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Load on a tracking store as lrlab's runs make it: `python -m trainer.tracking load`.
+"""Load on a tracking store as lrlab's runs make it:
+
+    python bench/load_store.py --uri http://localhost:5000 --runs 8 --steps 5000
 
 N runs at once, each through its own writer process and MLflow sink (the code a training run
 uses), each handing over `steps` per-step rows (`train/lr`, `train/loss`, `train/mean_iou`)
@@ -7,10 +9,15 @@ so that what is measured is the store and the tracking path, not TensorFlow. The
 read back: each must hold every step once per metric.
 
 Use it to size a team's MLflow server (docs/deploy.md) or to check a store before a big sweep.
+A load test, not part of a run: it lives with the benchmarks (`bench/tracking_load.py`
+measures the stores with it), beside the project, not in the installed package.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import tempfile
 import threading
 import time
@@ -121,3 +128,58 @@ def missing(load):
             if steps != list(range(load.steps)):
                 wrong[(run_id, key)] = f"{len(steps)} points, {len(set(steps))} distinct steps"
     return wrong
+
+
+APP = "python bench/load_store.py"
+
+
+def positive(text):
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def main(argv=None):
+    from trainer.config.console import input_errors_reported
+
+    parser = argparse.ArgumentParser(
+        prog=APP,
+        description="Log STEPS made-up steps from RUNS runs at once through lrlab's writer "
+        "processes into the store, read every run back, and report the points per second "
+        "stored. Exit status 1 when a point is missing or repeated.",
+    )
+    parser.add_argument(
+        "--uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
+        help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument("--runs", type=positive, default=8, help="runs at once (default 8)")
+    parser.add_argument("--steps", type=positive, default=5000, help="steps per run (default 5000)")
+    parser.add_argument(
+        "--flush-every", type=positive, default=200, help="steps per hand-over (default 200)"
+    )
+    parser.add_argument(
+        "--experiment", default="lrlab-load", help="where the runs go (default lrlab-load)"
+    )
+    args = parser.parse_args(argv)
+    with input_errors_reported(APP):
+        done = drive(args.uri, args.runs, args.steps, args.flush_every, args.experiment)
+    wrong = missing(done)
+    sys.stdout.write(
+        f"{args.runs} runs x {args.steps} steps x 3 metrics = {done.points} points stored in "
+        f"{done.seconds:.1f} s: {done.points_per_s:.0f} points/s into {args.uri}\n"
+    )
+    for (run_id, key), what in sorted(wrong.items()):
+        sys.stdout.write(f"run {run_id} {key}: {what} (want {args.steps}, each once)\n")
+    sys.stdout.write("every point present, each once\n" if not wrong else "points lost\n")
+    if wrong:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
