@@ -168,3 +168,32 @@ def test_what_stops_a_run_early_decides_how_it_ends(tmp_path):
     with _tracked_run(tmp_path, finished):
         pass
     assert finished.status == "FINISHED" == _status(tmp_path, finished)[0]
+
+
+def test_one_backoff_policy_retries_what_may_succeed_and_nothing_else():
+    from trainer.retry import Backoff, retried
+
+    assert [Backoff(0.5, 30.0).after(d) for d in (0, 0.5, 16, 30)] == [0.5, 1.0, 30.0, 30.0]
+    quick = Backoff(0.001, 0.004)
+    calls, waits = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 4:
+            raise OSError("database is locked")
+        return "done"
+
+    retryable = lambda err: "locked" in str(err)  # noqa: E731
+    notify = lambda err, wait: waits.append(wait)  # noqa: E731
+    assert retried(flaky, retryable, quick, on_retry=notify) == "done"
+    assert waits == [0.001, 0.002, 0.004]
+    calls.clear()
+    with pytest.raises(OSError):  # out of attempts: the last error stands
+        retried(flaky, retryable, quick, attempts=2)
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(OSError):  # out of patience
+        retried(flaky, retryable, quick, patience=0.002)
+    assert len(calls) == 3
+    with pytest.raises(ValueError):  # a refusal is not retried
+        retried(lambda: calls.append(1) or int("x"), retryable, quick)

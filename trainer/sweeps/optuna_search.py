@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -38,10 +37,13 @@ from omegaconf import OmegaConf
 
 from trainer.choices import MINIMIZED
 from trainer.config.errors import ConfigError
+from trainer.retry import Backoff, retried
 from trainer.sweeps.optuna_trial import JOB_ATTR, SWEEP_ATTR, open_storage
 from trainer.sweeps.trial import SWEEP_FILE, TRIAL_FILE, read_sweep
 
 log = logging.getLogger(__name__)
+# Two machines starting one study at once collide on the database's catalog: 0.5 s to 8 s.
+STUDY_CREATION = Backoff(0.5, 8.0)
 # optimized_metric -> the epoch metric the pruner watches (its validation twin).
 MONITOR = {
     f"{split}/{name}": f"val_{name}"
@@ -258,24 +260,33 @@ def _create_study(attempts=6, **kwargs):
     catalog: "duplicate key value violates unique constraint pg_type_typname_nsp_index")."""
     import optuna
 
-    for attempt in range(attempts):
-        try:
-            return optuna.create_study(**kwargs)
-        except Exception as err:
-            if type(err).__module__.split(".")[0] != "sqlalchemy" or attempt == attempts - 1:
-                raise
-            if any(words in str(err) for words in UNREACHABLE):
-                raise ConfigError(
-                    f"hydra.sweeper.storage={kwargs['storage']}: no database answers there "
-                    f"({str(err).strip().splitlines()[0][:200]})",
-                    fix="start it, check the address, or leave hydra.sweeper.storage out (a "
-                    "journal file in the sweep folder)",
-                ) from None
-            log.info(
-                "the study's storage was being created elsewhere (%s); again", type(err).__name__
-            )
-            time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+    def database_error(err):
+        return type(err).__module__.split(".")[0] == "sqlalchemy"
+
+    def unreachable(err):
+        return database_error(err) and any(words in str(err) for words in UNREACHABLE)
+
+    try:
+        return retried(
+            lambda: optuna.create_study(**kwargs),
+            lambda err: database_error(err) and not unreachable(err),
+            STUDY_CREATION,
+            attempts=attempts,
+            on_retry=lambda err, wait: log.info(
+                "the study's storage was being created elsewhere (%s); again in %g s",
+                type(err).__name__,
+                wait,
+            ),
+        )
+    except Exception as err:
+        if unreachable(err):
+            raise ConfigError(
+                f"hydra.sweeper.storage={kwargs['storage']}: no database answers there "
+                f"({str(err).strip().splitlines()[0][:200]})",
+                fix="start it, check the address, or leave hydra.sweeper.storage out (a "
+                "journal file in the sweep folder)",
+            ) from None
+        raise
 
 
 def sampler(node):

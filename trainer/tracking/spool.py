@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from trainer.retry import Backoff
+
 log = logging.getLogger(__name__)
 
 SPOOL, OFFSET = "mlflow_spool.jsonl", "mlflow_spool.offset"
@@ -231,7 +233,7 @@ class Shipper:
     normal priority, nearly always asleep, checks the delay every second.
     """
 
-    BACKOFF = (0.5, 30.0)  # first and longest wait between tries while the store is away
+    BACKOFF = Backoff(0.5, 30.0)  # waits between tries while the store is away
     NICE = 19  # the shipping thread's niceness while it keeps up
 
     def __init__(self, spool, client, run_id, max_delay=10.0):
@@ -367,7 +369,7 @@ class Shipper:
                     self._changed.notify_all()
                 return
             self._went_down(err)
-            delay = min(max(2 * delay, self.BACKOFF[0]), self.BACKOFF[1])
+            delay = self.BACKOFF.after(delay)
             with self._changed:
                 self._changed.wait_for(lambda: self._stopping or self._worker is not me, delay)
 

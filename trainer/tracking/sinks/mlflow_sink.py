@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 
 from trainer.config.errors import ConfigError
+from trainer.retry import Backoff, retried
 from trainer.tracking.process import process_tags
 from trainer.tracking.sinks.base import RunInfo, Sink, Started, rows_as_metrics, unseen
 from trainer.tracking.spool import SPOOL, Shipper, Spool, own_retries, ship
@@ -540,6 +541,8 @@ class _Patient:
     `patience` seconds, after which the error stands (and the sink is switched off).
     """
 
+    BACKOFF = Backoff(0.05, 2.0)
+
     def __init__(self, client, patience=300.0):
         self.client, self.patience = client, patience
 
@@ -549,16 +552,12 @@ class _Patient:
             return method
 
         def call(*args, **kwargs):
-            delay, waited = 0.05, 0.0
-            while True:
-                try:
-                    return method(*args, **kwargs)
-                except Exception as err:
-                    if "database is locked" not in str(err) or waited >= self.patience:
-                        raise
-                    time.sleep(delay)
-                    waited += delay
-                    delay = min(2 * delay, 2.0)
+            return retried(
+                lambda: method(*args, **kwargs),
+                lambda err: "database is locked" in str(err),
+                self.BACKOFF,
+                patience=self.patience,
+            )
 
         return call
 
