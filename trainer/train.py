@@ -208,7 +208,9 @@ def train(
         run.writer.artifacts([run_dir / "config.yaml"])
         if saved:
             # Keras creates the optimizer's and metrics' variables at the first step; this is
-            # what fit itself calls to create them without training (Keras has no public way).
+            # what fit itself calls to create them without training. Public ways cover the
+            # optimizer alone (`optimizer.build`, keras-team/keras#19389), not the compiled
+            # metrics, whose state the checkpoint restores too.
             model._symbolic_build(data_batch=(data.x_train[:1], data.y_train[:1]))
             resume.restore(model, *saved, parts, checkpoint)
             log.info("%s: resumed at step %d from %s", run_name, start_step, checkpoint)
