@@ -197,3 +197,26 @@ def test_one_backoff_policy_retries_what_may_succeed_and_nothing_else():
     assert len(calls) == 3
     with pytest.raises(ValueError):  # a refusal is not retried
         retried(lambda: calls.append(1) or int("x"), retryable, quick)
+
+
+@pytest.mark.parametrize(
+    "setting, in_sweep, policy, best_epoch, final, logged",
+    [
+        ("auto", False, "all", True, True, True),
+        ("auto", True, "best", False, True, False),  # a trial: the summary keeps the best's
+        ("best", False, "all", True, True, True),  # a single run is its own best
+        ("none", True, "none", False, False, False),
+    ],
+)
+def test_which_models_a_run_keeps_is_decided_once(
+    setting, in_sweep, policy, best_epoch, final, logged
+):
+    from trainer.train import KeptModels
+
+    kept = KeptModels.for_run(setting, trial=object() if in_sweep else None)
+    assert (kept.policy, kept.best_epoch, kept.final, kept.logged) == (
+        policy,
+        best_epoch,
+        final,
+        logged,
+    )

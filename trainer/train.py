@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -67,13 +68,39 @@ def check_objects(cfg, train_samples, build_schedule=True):
     keras.backend.clear_session()
 
 
-def keep_models(setting, trial):
-    """`trainer.models` for this run: "all", "best" (a sweep's trial) or "none"."""
-    if setting == "auto":
-        return "best" if trial is not None else "all"
-    if setting == "best" and trial is None:
-        return "all"  # a single run is its own best
-    return setting
+@dataclass(frozen=True)
+class KeptModels:
+    """Which models a run keeps, decided once from `trainer.models` (`policy`):
+
+    - "all": the final `model.keras` and the best epoch's `best.keras` in the run folder, and
+      the final model logged to MLflow as the run's model;
+    - "best" (a sweep's trial, by default): the final `model.keras` only, which the sweep's
+      summary keeps for its best trial and deletes for the others;
+    - "none": no model file.
+    """
+
+    policy: str
+
+    @classmethod
+    def for_run(cls, setting, trial):
+        """From the setting ("auto", "all", "best", "none") and whether the run is a trial."""
+        if setting == "auto":
+            return cls("best" if trial is not None else "all")
+        if setting == "best" and trial is None:
+            return cls("all")  # a single run is its own best
+        return cls(setting)
+
+    @property
+    def best_epoch(self):
+        return self.policy == "all"
+
+    @property
+    def final(self):
+        return self.policy != "none"
+
+    @property
+    def logged(self):
+        return self.policy == "all"
 
 
 def prepare(cfg, choices, mode):
@@ -137,7 +164,7 @@ def train(
     run_name = metadata.run_name("train", names, trial)
     if trial is not None:
         tags.update(trial.tags())
-    models = keep_models(t.models, trial)
+    kept = KeptModels.for_run(t.models, trial)
     run_dir = Path(cfg.output_dir)
     log.info(
         "%s: %d epochs of %d steps (batch %d), %r",
@@ -185,7 +212,7 @@ def train(
                 start_step,
             )
             callbacks.append(curve)
-        if t.checkpoint and models == "all":
+        if t.checkpoint and kept.best_epoch:
             callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
         early = None
         if t.early_stopping_patience is not None:
@@ -251,9 +278,9 @@ def train(
             run.writer.scalars({"time/test_curve_s": curve.seconds}, recorder.recorded)
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
         kept = [run_dir / "iou_per_class.csv"]
-        if models != "none":  # "best": the sweep keeps it if this trial wins
+        if kept.final:  # with "best", the sweep keeps it if this trial wins
             _save_model(model, data.x_test[:5], run_dir, mlflow=run.run_id is not None)
-        if models == "all":
+        if kept.logged:
             mlflow_dir = run_dir / export.FOLDER
             run.writer.model(
                 "model",
@@ -283,7 +310,7 @@ def train(
                 if not k.startswith("test/iou_class")
             ),
         )
-        return {**final, "run_name": run_name, "refs": run.refs, "models": models}
+        return {**final, "run_name": run_name, "refs": run.refs, "models": kept.policy}
 
 
 def _save_model(model, example, run_dir, mlflow):
