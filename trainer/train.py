@@ -277,7 +277,7 @@ def train(
         if curve is not None:  # what the test curve cost, for a benchmark to take out
             run.writer.scalars({"time/test_curve_s": curve.seconds}, recorder.recorded)
         write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
-        kept = [run_dir / "iou_per_class.csv"]
+        artifacts = [run_dir / "iou_per_class.csv"]
         if kept.final:  # with "best", the sweep keeps it if this trial wins
             _save_model(model, data.x_test[:5], run_dir, mlflow=run.run_id is not None)
         if kept.logged:
@@ -289,8 +289,8 @@ def train(
                 recorder.recorded,
             )
             if (run_dir / "best.keras").exists():
-                kept.append(run_dir / "best.keras")
-        run.writer.artifacts(kept)
+                artifacts.append(run_dir / "best.keras")
+        run.writer.artifacts(artifacts)
         run.writer.tags(
             {
                 "mlflow.note.content": f"{metadata.describe(cfg, names)} Test accuracy "
