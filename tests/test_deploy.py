@@ -643,6 +643,7 @@ def tls_proxy(workdir, team_server):
         log.close()
 
 
+@pytest.mark.slow
 def test_the_tls_proxy_serves_mlflow_only_by_its_name_and_only_to_who_trusts_it(
     workdir, team_server, tls_proxy
 ):

@@ -106,6 +106,7 @@ def test_bad_value_fails_with_a_clear_message_and_writes_nothing(tmp_path):
     assert not (tmp_path / "lr.csv").exists()
 
 
+@pytest.mark.slow
 def test_runs_from_the_project_root_too(tmp_path):
     out = run(
         "schedule=step",

@@ -136,6 +136,7 @@ def test_repair_closes_the_runs_of_killed_processes_and_leaves_live_ones(workdir
                 process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_repair_names_a_missing_store_a_missing_experiment_and_a_bad_length(workdir):
     uri = f"sqlite:///{workdir}/mlflow.db"
     # No store there: said, and none is made (MLflow would create an empty one).

@@ -160,6 +160,7 @@ def test_a_failing_sink_is_switched_off_and_the_others_keep_every_step(workdir, 
         trainer.run(strict)
 
 
+@pytest.mark.slow
 def test_a_sink_that_cannot_start_is_an_input_error_and_no_run_is_left_running(workdir, compose):
     cfg = config(compose, workdir, "start", "sink=[mlflow,calls]")
     with pytest.raises(ConfigError) as err:
