@@ -21,6 +21,8 @@ from pathlib import Path
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
+from trainer.tracking.process import stat_fields
+
 log = logging.getLogger(__name__)
 # A process that ended meanwhile is no error.
 _gone_quietly = contextlib.suppress(ProcessLookupError, FileNotFoundError)
@@ -116,17 +118,17 @@ def _trial_processes():
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         with _gone_quietly:
-            stat = (entry / "stat").read_text()
-            ppid = stat.rsplit(")", 1)[1].split()[1]
-            if ppid == me and b"submitit.local._local" in (entry / "cmdline").read_bytes():
+            fields = stat_fields(entry.name)
+            if (
+                fields
+                and fields[1] == me
+                and b"submitit.local._local" in (entry / "cmdline").read_bytes()
+            ):
                 found.append(int(entry.name))
     return found
 
 
 def _alive(pid):
     """Running, not a zombie waiting for submitit to collect it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"

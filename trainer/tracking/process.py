@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 HOST_TAG, PID_TAG, START_TAG = "lrlab.host", "lrlab.pid", "lrlab.process_start"
 
@@ -16,12 +17,23 @@ def process_tags(pid=None):
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: _started(pid) or ""}
 
 
+def stat_fields(pid):
+    """The fields of Linux's `/proc/<pid>/stat` after the command name (state, ppid, ...,
+    so field N of proc(5) is item N - 3), or None where unreadable (no such process, no
+    /proc). The name is in parentheses and may hold spaces, hence the split at the last `)`."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _started(pid):
     """`boot id/start time in clock ticks` of process `pid` on Linux (None where unknown):
     equal only for the same process, even after the pid is reused or the machine restarts."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
     except OSError:
