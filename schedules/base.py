@@ -16,6 +16,8 @@ import numbers
 import keras
 from keras import ops
 
+from schedules.errors import ArgumentError
+
 PACKAGE = "lrlab"
 
 
@@ -80,7 +82,7 @@ def _revive(value):
 
 
 def fail(name, rule, value):
-    raise ValueError(f"Argument `{name}` must be {rule}. Received: {name}={value!r}")
+    raise ArgumentError(name, rule, value)
 
 
 def check_number(name, value):

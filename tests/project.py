@@ -14,10 +14,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import trainer.config.resolvers  # noqa: F401  (the configs use ${times:...})
+from trainer.config.location import CONF
 from trainer.data import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 # The folder holding mnist/ and fashion-mnist/, found as `python -m trainer` run from the
 # checkout finds it: $LRLAB_DATA_DIR, else ./data, else ../shared/datasets.
 DATASETS = data_root(base=ROOT)

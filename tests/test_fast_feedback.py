@@ -47,8 +47,9 @@ def test_answers_without_tensorflow(app, args, returncode, says):
 def test_trainer_help_lists_only_its_groups():
     out, _ = imported_modules("trainer", "--help")
     groups = [x.split(":")[0].strip() for x in out.stdout.splitlines() if x.startswith("  ")]
-    groups = [g for g in groups if g and " " not in g][:12]
+    groups = [g for g in groups if g and " " not in g][:14]
     assert groups == [
+        "task",
         "dataset",
         "model",
         "optimizer",
@@ -58,6 +59,7 @@ def test_trainer_help_lists_only_its_groups():
         "trainer",
         "tracking",
         "sink",
+        "callbacks",
         "lr_find",
         "experiment",
         "sweep",

@@ -15,7 +15,7 @@ import pytest
 
 from hydra_plugins.lrlab_sweepers.local_parallel import _ctrl_c_kept_from_trials, stop_trials
 from trainer.sweeps import summary
-from trainer.sweeps.trial import Trial, write_result
+from trainer.sweeps.trial import Outcome, Trial
 
 
 def test_the_summary_counts_each_outcome_and_picks_the_best_finished_trial(tmp_path):
@@ -29,7 +29,7 @@ def test_the_summary_counts_each_outcome_and_picks_the_best_finished_trial(tmp_p
     ]
     for number, (status, metrics) in enumerate(outcomes):
         trial = Trial("s1", number, str(tmp_path / f"{number}_mlp"))
-        write_result(trial, f"#{number} mlp", status, metrics=metrics)
+        Outcome(status, f"#{number} mlp", metrics=metrics).write(trial)
     found = summary.load(tmp_path, "val/accuracy")
     assert [t["number"] for t in found.trials] == list(range(6))
     assert found.best["number"] == 1
@@ -37,6 +37,33 @@ def test_the_summary_counts_each_outcome_and_picks_the_best_finished_trial(tmp_p
         "6 trials (3 finished, 1 pruned, 1 failed, 1 killed); best #1 val/accuracy=0.95"
     )
     assert summary.load(tmp_path, "val/loss").best["number"] == 0  # a loss: lower wins
+
+
+def test_the_optuna_sweeper_tells_the_study_what_each_trial_returned():
+    import optuna
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from trainer.sweeps.optuna_search import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    returned = [
+        Outcome("FINISHED", "#0", value=0.93),
+        Outcome("PRUNED", "#1", error="pruned after epoch 1"),
+        Outcome("FAILED", "#2", error="ValueError: bad"),
+        Outcome("FINISHED", "#3"),  # finished without a finite metric: no value to tell
+    ]
+    for outcome in returned:
+        job = JobReturn(status=JobStatus.COMPLETED, _return_value=outcome)
+        OptunaSearch._tell(None, study, study.ask(), job, optuna.trial.TrialState)
+    crashed = JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("worker lost"))
+    OptunaSearch._tell(None, study, study.ask(), crashed, optuna.trial.TrialState)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL", "FAIL"]
+    assert study.trials[0].value == pytest.approx(0.93)
+    assert study.trials[2].user_attrs["lrlab.error"] == "ValueError: bad"
+    assert "worker lost" in study.trials[4].user_attrs["lrlab.error"]
+    assert float(returned[0]) == pytest.approx(0.93)  # a sweeper that wants a number
 
 
 TRIAL = """
@@ -111,12 +138,11 @@ def test_trials_start_deaf_to_ctrl_c_while_the_sweep_still_hears_it():
 
 
 def _tracked_run(tmp_path, ending):
-    from omegaconf import OmegaConf
 
-    from trainer.tracking.run import TrackedRun
+    from trainer.tracking.run import TrackedRun, build_sinks
     from trainer.tracking.sinks.base import RunInfo
 
-    sinks = OmegaConf.create(
+    sinks = build_sinks(
         {
             "mlflow": {
                 "_target_": "trainer.tracking.sinks.mlflow_sink.MlflowSink",
@@ -211,7 +237,7 @@ def test_one_backoff_policy_retries_what_may_succeed_and_nothing_else():
 def test_which_models_a_run_keeps_is_decided_once(
     setting, in_sweep, policy, best_epoch, final, logged
 ):
-    from trainer.train import KeptModels
+    from trainer.experiment import KeptModels
 
     kept = KeptModels.for_run(setting, trial=object() if in_sweep else None)
     assert (kept.policy, kept.best_epoch, kept.final, kept.logged) == (

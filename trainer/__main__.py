@@ -27,7 +27,9 @@ APP = "python -m trainer"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_PACKAGE, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | trial.Outcome | None:
+    """A run returns its `optimized_metric`; a sweep's trial its `trial.Outcome` (its
+    metric as `value`), which the sweeper reads."""
     choices = dict(HydraConfig.get().runtime.choices)
     this = trial.current()
     if this is not None:

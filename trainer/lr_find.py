@@ -1,7 +1,7 @@
 """The learning-rate range test: raise the rate every step, record the batch loss, suggest a rate.
 
 Everything about the range test is here: the sweep (`range_test`), the rules (`suggest`),
-the plot, the tracked run of `python -m trainer mode=lr_find` (`find_lr`), and the
+the plot, the tracked run of `python -m trainer task=lr_find` (`find_lr`), and the
 `schedule.max_lr=auto` (or `schedule.initial_lr=auto`) flow that runs it first and trains
 with its suggestion (`train_at_suggestion`). Its settings are `conf/lr_find/default.yaml`.
 
@@ -30,7 +30,7 @@ from trainer.recording import StepBuffer, recording
 from trainer.tracking import metadata
 from trainer.tracking.run import TrackedRun
 from trainer.tracking.sinks.base import RunInfo
-from trainer.train import prepare
+from trainer.train import Loaded
 
 log = logging.getLogger(__name__)
 SETTLING_STEPS = 10  # steps before the smoothed loss's slope means anything (`suggest`)
@@ -218,33 +218,39 @@ def plot(result, path, title="", chosen="steepest"):
     return path
 
 
-def find_lr(cfg, choices=None, subfolder=None, trial=None, ending=None) -> dict:
+def find_lr(experiment, loaded=None, subfolder=None, ending=None) -> dict:
     """Run the learning-rate range test as its own tracked run; returns the suggestions.
 
     Args:
-        cfg: the composed config; `cfg.lr_find` holds the test's settings.
-        choices: the config group choices, for names and tags.
+        experiment: the built run (`trainer.experiment.build`); `cfg.lr_find` holds the
+            test's settings. Its model is left as it was (the test trains a copy).
+        loaded: its data, if already loaded (`trainer.train.Loaded.load`).
         subfolder: put the run's files in this folder of `cfg.output_dir` (for `auto`).
-        trial: the sweep trial this run is, or None.
+        ending: learns how the run ended.
     """
+    cfg, trial = experiment.cfg, experiment.trial
     t, f = cfg.trainer, cfg.lr_find
-    dataset, data, names, tags = prepare(cfg, choices, "lr_find")
+    loaded = loaded or Loaded.load(experiment)
+    data, names = loaded.data, loaded.names
+    tags = {**loaded.tags, "mode": "lr_find"}
     run_name = metadata.run_name("lr_find", names, trial)
     run_dir = Path(cfg.output_dir) / (subfolder or "")
-    values = metadata.params(cfg, ("dataset", "model", "optimizer", "trainer", "lr_find"))
+    groups = ("dataset", "model", "optimizer", "trainer", "lr_find")
+    values = metadata.params(cfg, "lr_find", groups)
     parent = None
     if trial is not None:
         parent = trial.parent
         tags.update(trial.tags())
         values.update(trial.params())
     info = RunInfo(run_name, str(run_dir), parent=parent)
-    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, values, tags, ending=ending) as run:
+    strict = cfg.tracking.strict
+    with TrackedRun(experiment.sinks, strict, info, values, tags, ending=ending) as run:
         result = range_test(
-            instantiate(cfg.model),
+            experiment.model,
             lambda lr: instantiate(cfg.optimizer, learning_rate=lr),
             batches(data.x_train, data.y_train, t.batch_size, shuffle_seed=t.seed),
             "sparse_categorical_crossentropy",
-            dataset.num_classes,
+            experiment.dataset.num_classes,
             min_lr=f.min_lr,
             max_lr=f.max_lr,
             num_steps=f.num_steps,
@@ -298,29 +304,27 @@ def find_lr(cfg, choices=None, subfolder=None, trial=None, ending=None) -> dict:
         }
 
 
-def train_at_suggestion(cfg, choices=None, extra_callbacks=(), keys=(), trial=None, ending=None):
-    """The range test, then training with its suggestion as `schedule.<key>` for each key.
+def train_at_suggestion(experiment, ending=None):
+    """The range test, then training with its suggestion as `schedule.<key>` for each of
+    the experiment's `auto` keys.
 
     The range test's run is shown in MLflow as a child of the training run; `ending` is the
     training run's.
     """
-    from trainer.train import train
+    from trainer.train import Loaded, train
 
-    found = find_lr(cfg, choices, subfolder="lr_find")
-    for key in keys:
-        cfg.schedule[key] = found["lr_find/suggested_lr"]
+    loaded = Loaded.load(experiment)
+    found = find_lr(experiment, loaded, subfolder="lr_find")
+    keys = experiment.auto_keys
+    suggested = found["lr_find/suggested_lr"]
+    data = loaded.data
+    trained = experiment.with_schedule(
+        len(data.x_train) + len(data.x_val), dict.fromkeys(keys, suggested)
+    )
     tags = {
         "lrlab.lr_find.run_id": str(found["run_id"]),
-        "lrlab.lr_find.suggested_lr": repr(found["lr_find/suggested_lr"]),
-        "lrlab.lr_find.rule": cfg.lr_find.suggestion,
+        "lrlab.lr_find.suggested_lr": repr(suggested),
+        "lrlab.lr_find.rule": experiment.cfg.lr_find.suggestion,
         "lrlab.lr_find.auto_keys": ",".join(f"schedule.{key}" for key in keys),
     }
-    return train(
-        cfg,
-        choices,
-        extra_callbacks,
-        extra_tags=tags,
-        child_runs=[found["refs"]],
-        trial=trial,
-        ending=ending,
-    )
+    return train(trained, loaded, extra_tags=tags, child_runs=[found["refs"]], ending=ending)

@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from metrics import MeanIoU
 from trainer import export, resume, stopping
+from trainer.callback_group import RunContext
 from trainer.callbacks import (
-    BestCheckpoint,
     EarlyStop,
-    EpochMetrics,
     ResumeCheckpoint,
     StopOnDivergence,
     StopOnInterrupt,
     TestCurve,
     TrainingInterrupted,
 )
-from trainer.config.build import from_config, instantiate_checked
-from trainer.config.lengths import to_steps
 from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
@@ -39,148 +33,78 @@ from trainer.tracking.sinks.base import RunInfo
 log = logging.getLogger(__name__)
 
 
-def run_length(t, train_samples, val_size):
-    """(steps per epoch, total steps) of a run on `train_samples` less `val_size` samples."""
-    steps_per_epoch = math.ceil((train_samples - val_size) / t.batch_size)
-    if t.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, t.limit_train_batches)
-    return steps_per_epoch, t.epochs * steps_per_epoch
-
-
-def check_objects(cfg, train_samples, build_schedule=True):
-    """Build the schedule, optimizer and model once, before any data is loaded or run logged.
-
-    Any bad key or value among them is a ConfigError naming it. `train_samples` (from the
-    data files' headers) gives the run's length for `ep` and `dur`; None skips the schedule
-    (its data must be downloaded first), as does `build_schedule=False` (an `auto` rate).
-    """
-    schedule = cfg.optimizer.learning_rate  # where the schedule is not built here
-    if build_schedule and train_samples is not None:
-        steps_per_epoch, run_steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
-        schedule = from_config(cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps)
-    if train_samples is not None:
-        steps_per_epoch, steps = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
-        for key in ("checkpoint_every", "test_every"):
-            if cfg.trainer[key] is not None:
-                to_steps(f"trainer.{key}", cfg.trainer[key], steps_per_epoch, steps)
-    instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
-    instantiate_checked("model", cfg.model)
-    keras.backend.clear_session()
-
-
 @dataclass(frozen=True)
-class KeptModels:
-    """Which models a run keeps, decided once from `trainer.models` (`policy`):
+class Loaded:
+    """An experiment's data, loaded, and what the run says about itself from it."""
 
-    - "all": the final `model.keras` and the best epoch's `best.keras` in the run folder, and
-      the final model logged to MLflow as the run's model;
-    - "best" (a sweep's trial, by default): the final `model.keras` only, which the sweep's
-      summary keeps for its best trial and deletes for the others;
-    - "none": no model file.
-    """
-
-    policy: str
+    data: object  # trainer.data.Splits
+    names: dict  # {"model": "cnn", ...}, for names
+    tags: dict
 
     @classmethod
-    def for_run(cls, setting, trial):
-        """From the setting ("auto", "all", "best", "none") and whether the run is a trial."""
-        if setting == "auto":
-            return cls("best" if trial is not None else "all")
-        if setting == "best" and trial is None:
-            return cls("all")  # a single run is its own best
-        return cls(setting)
-
-    @property
-    def best_epoch(self):
-        return self.policy == "all"
-
-    @property
-    def final(self):
-        return self.policy != "none"
-
-    @property
-    def logged(self):
-        return self.policy == "all"
+    def load(cls, experiment):
+        cfg = experiment.cfg
+        data = experiment.dataset.load()
+        names = metadata.run_names(cfg, experiment.choices, experiment.dataset.name)
+        return cls(data, names, metadata.tags(cfg, names, data, experiment.task.name))
 
 
-def prepare(cfg, choices, mode):
-    """Seeded session, the dataset and its splits, the run's names and its tags."""
-    keras.backend.clear_session()  # multirun jobs share the process
-    keras.utils.set_random_seed(cfg.trainer.seed)
-    dataset = instantiate(cfg.dataset)
-    data = dataset.load()
-    names = metadata.run_names(cfg, choices, dataset.name)
-    return dataset, data, names, metadata.tags(cfg, names, data, mode)
-
-
-def train(
-    cfg: DictConfig,
-    choices: dict | None = None,
-    extra_callbacks=(),
-    extra_tags=None,
-    child_runs=(),
-    trial=None,
-    ending=None,
-) -> dict:
+def train(experiment, loaded=None, extra_tags=None, child_runs=(), ending=None) -> dict:
     """Train, evaluate on the test set, and return the final metrics.
 
     Args:
-        cfg: the composed config (`conf/train.yaml`).
-        choices: the config group choices (`{"schedule": "sgdr", ...}`), for names and tags.
-        extra_callbacks: more Keras callbacks for `fit` (the benchmark's timer, say).
+        experiment: the built run (`trainer.experiment.build`).
+        loaded: its data, if already loaded (`Loaded.load`).
         extra_tags: more MLflow tags (the range test that chose an `auto` rate, say).
         child_runs: refs of runs to show as children of this run (that range test's
             `TrackedRun.refs`).
-        trial: the sweep trial this run is (`trainer.sweeps.trial.Trial`), or None.
         ending: a `trainer.tracking.run.Ending` the run fills as it closes, for the caller
             (how it ended, its refs), whether it returns or raises.
 
     Returns the final metrics, with `trained_steps`, `run_name` and the sinks' `refs`.
     """
-    t = cfg.trainer
-    dataset, data, names, tags = prepare(cfg, choices, "train")
-    tags.update(extra_tags or {})
-    steps_per_epoch, run_steps = run_length(t, len(data.x_train) + len(data.x_val), len(data.x_val))
+    loaded = loaded or Loaded.load(experiment)
+    data = loaded.data
+    if experiment.optimizer is None:  # its length needed the downloaded data
+        experiment = experiment.with_schedule(len(data.x_train) + len(data.x_val))
+    cfg, t, trial, kept = experiment.cfg, experiment.settings, experiment.trial, experiment.kept
+    tags = {**loaded.tags, **(extra_tags or {})}
+    length = experiment.length
+    dataset = experiment.dataset
 
-    schedule_callbacks = []  # plateau reduction's, if configured
-    schedule = from_config(
-        cfg, steps_per_epoch=steps_per_epoch, run_steps=run_steps, callbacks=schedule_callbacks
-    )
-    optimizer = instantiate(cfg.optimizer, learning_rate=schedule)
     flush_every = cfg.tracking.flush_every_steps
     buffer = StepBuffer(
         StepRecorder.capacity(flush_every, t.steps_per_execution), dataset.num_classes
     )
     mean_iou = MeanIoU(dataset.num_classes)
-    model = recording(instantiate(cfg.model), buffer, mean_iou)
+    model = recording(experiment.model, buffer, mean_iou)
     model.compile(
-        optimizer=optimizer,
+        optimizer=experiment.optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy", mean_iou],
         steps_per_execution=t.steps_per_execution,
         jit_compile=t.jit_compile,
     )
 
-    run_name = metadata.run_name("train", names, trial)
+    run_name = metadata.run_name("train", loaded.names, trial)
+    description = metadata.describe(cfg, loaded.names)
     if trial is not None:
         tags.update(trial.tags())
-    kept = KeptModels.for_run(t.models, trial)
     run_dir = Path(cfg.output_dir)
     log.info(
         "%s: %d epochs of %d steps (batch %d), %r",
         run_name,
         t.epochs,
-        steps_per_epoch,
+        length.steps_per_epoch,
         t.batch_size,
-        schedule,
+        experiment.schedule,
     )
 
     groups = (*metadata.TRAINING_GROUPS, "lr_find") if child_runs else metadata.TRAINING_GROUPS
     checkpoint = resume.path_in(run_dir)
-    start_step, saved = 0, None
-    if t.resume:
-        saved = resume.to_resume(cfg)
-        start_step = saved[0]["step"]
+    saved = experiment.resume_from
+    start_step = saved[0]["step"] if saved else 0
+    if saved:
         tags["lrlab.resumed_at_step"] = str(start_step)
     info = RunInfo(
         run_name,
@@ -190,47 +114,47 @@ def train(
         parent=trial.parent if trial is not None else None,
         resume=saved[0]["refs"] if saved else None,
     )
-    params = metadata.params(cfg, groups)
+    params = metadata.params(cfg, "train", groups)
     if trial is not None:
         params.update(trial.params())
-    with TrackedRun(cfg.get("sink"), cfg.tracking.strict, info, params, tags, ending=ending) as run:
+    strict = cfg.tracking.strict
+    with TrackedRun(experiment.sinks, strict, info, params, tags, ending=ending) as run:
         divergence = StopOnDivergence(t.divergence_factor)
         recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
         recorder.recorded = start_step
         interrupt = StopOnInterrupt()
-        callbacks = [recorder, divergence, EpochMetrics(run.writer), *extra_callbacks]
-        curve = None
-        if t.test_every is not None:
-            every = to_steps("trainer.test_every", t.test_every, steps_per_epoch, run_steps)
-            curve = TestCurve(
-                data.x_test,
-                data.y_test,
-                every,
-                t.eval_batch_size,
-                run.writer,
-                run_steps,
-                start_step,
-            )
-            callbacks.append(curve)
-        if t.checkpoint and kept.best_epoch:
-            callbacks.append(BestCheckpoint(run_dir / "best.keras", divergence))
-        early = None
-        if t.early_stopping_patience is not None:
-            early = EarlyStop(
-                monitor="val_loss", patience=t.early_stopping_patience, restore_best_weights=True
-            )
-            callbacks.append(early)
-        callbacks += schedule_callbacks
+
+        def before_save(step):  # every step trained is in the stores before a checkpoint
+            recorder.drain(step)
+            run.writer.flush()
+
+        context = RunContext(
+            writer=run.writer,
+            data=data,
+            run_dir=run_dir,
+            start_step=start_step,
+            length=length,
+            eval_batch_size=t.eval_batch_size,
+            divergence=divergence,
+            kept=kept,
+            resume_meta={"refs": run.refs, "config": resume.comparable(cfg)},
+            before_save=before_save,
+        )
+        chosen = [made for spec in experiment.callbacks if (made := spec.make(context))]
+        # The resume checkpoint saves after every other callback's epoch end.
+        chosen.sort(key=lambda cb: isinstance(cb, ResumeCheckpoint))
+        callbacks = [
+            recorder,
+            divergence,
+            *chosen,
+            *experiment.schedule_callbacks,
+            *experiment.extra_callbacks,
+        ]
         # Stateful callbacks, saved with the model in a checkpoint for trainer.resume.
-        parts = {type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state")}
-        saver = None
-        if t.checkpoint_every is not None:
-            every = to_steps(
-                "trainer.checkpoint_every", t.checkpoint_every, steps_per_epoch, run_steps
-            )
-            saver = _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch)
-            callbacks.append(saver)  # after the others: it saves after every other epoch end
+        context.parts.update({type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state")})
         callbacks.append(interrupt)  # its step end raises: every other callback saw the step
+        saver = _first(callbacks, ResumeCheckpoint)
+        curve = _first(callbacks, TestCurve)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         run.writer.artifacts([run_dir / "config.yaml"])
         if saved:
@@ -239,14 +163,16 @@ def train(
             # optimizer alone (`optimizer.build`, keras-team/keras#19389), not the compiled
             # metrics, whose state the checkpoint restores too.
             model._symbolic_build(data_batch=(data.x_train[:1], data.y_train[:1]))
-            resume.restore(model, *saved, parts, checkpoint)
+            resume.restore(model, *saved, context.parts, checkpoint)
             log.info("%s: resumed at step %d from %s", run_name, start_step, checkpoint)
 
         val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
-        epochs = EpochBatches(data.x_train, data.y_train, t.batch_size, steps_per_epoch, t.seed)
+        epochs = EpochBatches(
+            data.x_train, data.y_train, t.batch_size, length.steps_per_epoch, t.seed
+        )
         history = {}
         try:
-            history = _fit(model, epochs, val_ds, start_step, t.epochs, callbacks, early)
+            history = _fit(model, epochs, val_ds, start_step, t.epochs, callbacks)
         except TrainingInterrupted:
             pass  # interrupt.requested: below, once every step is with the sinks
         finally:
@@ -256,44 +182,19 @@ def train(
             _log_curves(run, run_dir, run_name)
         if interrupt.requested:
             stopped = stopping.Stopped(interrupt.signum)
-            _interrupted(run, model, saver, run_steps, metadata.describe(cfg, names), stopped)
+            _interrupted(run, model, saver, length.run_steps, description, stopped)
 
         if divergence.step is not None:
-            _diverged(run, divergence, run_name, metadata.describe(cfg, names))
+            _diverged(run, divergence, run_name, description)
 
-        results = model.evaluate(
-            batches(data.x_test, data.y_test, t.eval_batch_size), return_dict=True, verbose=0
-        )
-        ious = mean_iou.per_class()  # the test set's confusion matrix, from evaluate
-        final = {f"test/{k}": float(v) for k, v in results.items()}
-        final.update(
-            {f"test/iou_class_{k}": float(v) for k, v in enumerate(ious) if not np.isnan(v)}
-        )
-        # The last epoch's validation metrics, what optimized_metric chooses by by default,
-        # under that name too (also logged per epoch as epoch/val_*).
-        last = {k: v[-1] for k, v in history.items() if v}
-        final.update({f"val/{k[4:]}": float(v) for k, v in last.items() if k.startswith("val_")})
+        final = _evaluate(model, mean_iou, data, t.eval_batch_size, history)
         run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
         if curve is not None:  # what the test curve cost, for a benchmark to take out
             run.writer.scalars({"time/test_curve_s": curve.seconds}, recorder.recorded)
-        write_iou_table(run_dir / "iou_per_class.csv", ious, dataset.class_names)
-        artifacts = [run_dir / "iou_per_class.csv"]
-        if kept.final:  # with "best", the sweep keeps it if this trial wins
-            _save_model(model, data.x_test[:5], run_dir, mlflow=run.run_id is not None)
-        if kept.logged:
-            mlflow_dir = run_dir / export.FOLDER
-            run.writer.model(
-                "model",
-                run_dir / "model.keras",
-                mlflow_dir if mlflow_dir.exists() else None,
-                recorder.recorded,
-            )
-            if (run_dir / "best.keras").exists():
-                artifacts.append(run_dir / "best.keras")
-        run.writer.artifacts(artifacts)
+        _keep(run, model, kept, run_dir, data, mean_iou, dataset, recorder.recorded)
         run.writer.tags(
             {
-                "mlflow.note.content": f"{metadata.describe(cfg, names)} Test accuracy "
+                "mlflow.note.content": f"{description} Test accuracy "
                 f"{final['test/accuracy']:.2%} after {recorder.recorded} steps."
             }
         )
@@ -313,6 +214,41 @@ def train(
         return {**final, "run_name": run_name, "refs": run.refs, "models": kept.policy}
 
 
+def _first(callbacks, kind):
+    return next((cb for cb in callbacks if isinstance(cb, kind)), None)
+
+
+def _evaluate(model, mean_iou, data, batch_size, history):
+    """The test set's metrics and per-class IoU, and the last epoch's validation metrics
+    (what `optimized_metric` chooses by by default; also logged per epoch as epoch/val_*)."""
+    results = model.evaluate(
+        batches(data.x_test, data.y_test, batch_size), return_dict=True, verbose=0
+    )
+    ious = mean_iou.per_class()  # the test set's confusion matrix, from evaluate
+    final = {f"test/{k}": float(v) for k, v in results.items()}
+    final.update({f"test/iou_class_{k}": float(v) for k, v in enumerate(ious) if not np.isnan(v)})
+    last = {k: v[-1] for k, v in history.items() if v}
+    final.update({f"val/{k[4:]}": float(v) for k, v in last.items() if k.startswith("val_")})
+    return final
+
+
+def _keep(run, model, kept, run_dir, data, mean_iou, dataset, step):
+    """The per-class IoU table, and the models `kept` says to keep, in the run folder and
+    the sinks."""
+    write_iou_table(run_dir / "iou_per_class.csv", mean_iou.per_class(), dataset.class_names)
+    artifacts = [run_dir / "iou_per_class.csv"]
+    if kept.final:  # with "best", the sweep keeps it if this trial wins
+        _save_model(model, data.x_test[:5], run_dir, mlflow=run.run_id is not None)
+    if kept.logged:
+        mlflow_dir = run_dir / export.FOLDER
+        run.writer.model(
+            "model", run_dir / "model.keras", mlflow_dir if mlflow_dir.exists() else None, step
+        )
+        if (run_dir / "best.keras").exists():
+            artifacts.append(run_dir / "best.keras")
+    run.writer.artifacts(artifacts)
+
+
 def _save_model(model, example, run_dir, mlflow):
     """`model.keras` in the run folder and, for an MLflow sink to log as an MLflow model
     (`mlflow`), the same model in MLflow's format beside it (`mlflow_model/`)."""
@@ -321,30 +257,10 @@ def _save_model(model, example, run_dir, mlflow):
         export.mlflow_format(model, example, run_dir / export.FOLDER)
 
 
-def _resume_saver(cfg, run, recorder, divergence, parts, every, steps_per_epoch):
-    """The `trainer.resume` checkpoint callback: every step trained is in the stores before
-    it saves, and a diverged model is never saved. It counts from the step the run starts
-    at (`recorder.recorded`: a resumed run's first step)."""
-
-    def before_save(step):
-        recorder.drain(step)
-        run.writer.flush()
-
-    return ResumeCheckpoint(
-        resume.path_in(Path(cfg.output_dir)),
-        every,
-        steps_per_epoch,
-        parts,
-        before_save,
-        {"refs": run.refs, "config": resume.comparable(cfg)},
-        healthy=lambda: divergence.step is None,
-        start_step=recorder.recorded,
-    )
-
-
-def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks, early):
+def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks):
     """Train from `start_step` to the end (see `_parts`); returns Keras' history, joined."""
     steps_per_epoch = epochs.steps_per_epoch
+    early = _first(callbacks, EarlyStop)
     history = {}
     parts_of_run = _parts(start_step, steps_per_epoch, total_epochs)
     for i, (first_epoch, last_epoch, skip) in enumerate(parts_of_run):

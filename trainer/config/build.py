@@ -15,18 +15,16 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
-import re
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from schedules.errors import ArgumentError
 from trainer.config.errors import ConfigError
 from trainer.config.lengths import to_steps
 
 log = logging.getLogger(__name__)
-# The schedules' own message shape (schedules.base.fail), to be said with the config key.
-_ARGUMENT = re.compile(r"^Argument `(\w+)` must be (.*)\. Received: \1=(.*)$", re.DOTALL)
 
 
 def resolve_lengths(cfg, steps_per_epoch=None, span=None, path="schedule"):
@@ -178,11 +176,12 @@ def instantiate_checked(group, cfg, **kwargs):
         return instantiate(cfg, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
-        found = _ARGUMENT.match(str(cause))
-        if found and found.group(1) in cfg:
-            key, rule, value = f"{group}.{found.group(1)}", found.group(2), found.group(3)
+        if isinstance(cause, ConfigError):  # the object named the key itself
+            raise cause from None
+        if isinstance(cause, ArgumentError) and cause.argument in cfg:
+            key, rule = f"{group}.{cause.argument}", cause.rule
             raise ConfigError(
-                f"{key} must be {rule}. Received: {key}={value} ({cfg['_target_']})",
+                f"{key} must be {rule}. Received: {key}={cause.value!r} ({cfg['_target_']})",
                 fix=f"set {key}=... to what it must be ({rule})"
                 + ("; `python -m schedules --help` lists the keys" if group == "schedule" else ""),
             ) from err

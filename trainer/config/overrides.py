@@ -40,7 +40,7 @@ def check_overrides(config_name, args, app):
     overrides = [o for o in overrides if not o.is_hydra_override() and not o.is_delete()]
     groups = [o for o in overrides if any((f / o.key_or_group).is_dir() for f in folders)]
     for o in groups:
-        _check_options(o, app, folders)
+        _check_options(o, app, folders, config_name)
     _check_yaml(config_name, groups, folders)
     keys = [o for o in overrides if o not in groups]
     if not keys:
@@ -73,6 +73,52 @@ def check_overrides(config_name, args, app):
         if parent in targets and not close:
             fix = f"to pass a new argument to {parent}'s class, add it with +{key}=<value>"
         raise ConfigError(f"{key} is not a config key ({hint})", fix=fix)
+    _check_types(config_name, groups, keys, extra)
+
+
+def _check_types(config_name, groups, keys, extra=()):
+    """A value of the wrong type for a typed key (`trainer.epochs=abc`): OmegaConf refuses it
+    as Hydra composes; say it with the key's rule (`trainer.config.settings`), as a value of
+    the right type that breaks the rule is said. One composition checks them all (each
+    value of a swept key in turn); the refused key is the error's `full_key`."""
+    from hydra import compose, initialize_config_dir
+
+    from trainer.config import settings
+
+    typed = [o for o in keys if settings.rule_for(o.key_or_group) is not None]
+    if not typed:
+        return
+    base = [*extra, *(_choice(o.key_or_group, _options(o)[0]) for o in groups)]
+    given = {
+        o.key_or_group: _options(o) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        for o in typed
+    }
+    variants = [{key: values[0] for key, values in given.items()}]
+    for key, values in given.items():
+        variants += [{**variants[0], key: value} for value in values[1:]]
+    for variant in variants:
+        try:
+            with initialize_config_dir(str(CONF), version_base="1.3"):
+                compose(config_name, overrides=[*base, *(f"{k}={v}" for k, v in variant.items())])
+        except Exception as err:
+            key = _refused_key(err)
+            if key not in variant:
+                return  # something else: Hydra reports it
+            rule = settings.rule_for(key)
+            raise ConfigError(
+                settings.problem(key, rule.text, variant[key]), fix=f"{key}=<{rule.text}>"
+            ) from err
+
+
+def _refused_key(err):
+    """The `full_key` of the OmegaConf ValidationError behind `err`, or None."""
+    from omegaconf.errors import ValidationError
+
+    while err is not None:
+        if isinstance(err, ValidationError):
+            return err.full_key
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _syntax_error(parser, args):
@@ -185,7 +231,12 @@ def _folders(searchpath):
     return found
 
 
-def _check_options(override, app, folders=(CONF,)):
+# Groups whose options each choose an option of another group: `mode=lr_find` is
+# `task=lr_find` (conf/mode/, the task's name before tasks were a group).
+ALIASES = {"mode": "task"}
+
+
+def _check_options(override, app, folders=(CONF,), config_name="train"):
     group = override.key_or_group
     available = sorted({p.stem for f in folders for p in (f / group).glob("*.yaml")})
     chosen = [o for option in _options(override) for o in _as_list(option)]
@@ -193,10 +244,32 @@ def _check_options(override, app, folders=(CONF,)):
         if option != "null" and option not in available:
             close = difflib.get_close_matches(option, available, n=1, cutoff=0.6)
             hint = f"did you mean {group}={close[0]}? " if close else ""
+            if group in ALIASES:
+                default = _default_choice(config_name, ALIASES[group], folders)
+                ordered = sorted(available, key=lambda o: o != default)
+                raise ConfigError(
+                    f"{group} must be {' or '.join(ordered)} ({hint}{group}={option} is "
+                    f"{ALIASES[group]}={option}, and there is no such {ALIASES[group]}). "
+                    f"Received: {group}={option}",
+                    fix=f"{app} --help lists every group and option",
+                )
             raise ConfigError(
                 f"{group}={option}: no such option ({hint}{group} takes {', '.join(available)})",
                 fix=f"{app} --help lists every group and option",
             )
+
+
+def _default_choice(config_name, group, folders):
+    """The option of `group` that the primary config's defaults list chooses, or None."""
+    import yaml
+
+    for folder in folders:
+        path = folder / f"{config_name}.yaml"
+        if path.is_file():
+            for entry in yaml.safe_load(path.read_text()).get("defaults", []):
+                if isinstance(entry, dict) and group in entry:
+                    return entry[group]
+    return None
 
 
 def _known_keys(config_name, groups, extra=()):

@@ -32,7 +32,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         global _open
         from trainer.config.console import input_errors_reported
-        from trainer.tracking.run import TrackedRun, command_line, source_tags
+        from trainer.tracking.run import TrackedRun, build_sinks, command_line, source_tags
         from trainer.tracking.sinks.base import RunInfo
 
         with input_errors_reported("python -m trainer"):  # before any run is started
@@ -63,12 +63,11 @@ class SweepCallback(Callback):
         params = {f"space.{k}": v for k, v in {**given, **space}.items() if k in swept}
         params.update({f"override.{k}": v for k, v in given.items() if k not in swept})
         run = TrackedRun(
-            config.get("sink"),
+            build_sinks(config.get("sink"), sweep=True),
             config.tracking.strict,
             RunInfo(name[:250], str(sweep_dir.resolve())),
             params,
             tags,
-            sweep=True,
         ).__enter__()
         (sweep_dir / SWEEP_FILE).write_text(
             json.dumps({"id": sweep_id, "parent": run.refs, "swept": swept}, indent=1)

@@ -39,7 +39,7 @@ from trainer.choices import MINIMIZED
 from trainer.config.errors import ConfigError
 from trainer.retry import Backoff, retried
 from trainer.sweeps.optuna_trial import JOB_ATTR, SWEEP_ATTR, open_storage
-from trainer.sweeps.trial import SWEEP_FILE, TRIAL_FILE, read_sweep
+from trainer.sweeps.trial import STUDY_FILE, Outcome, read_sweep
 
 log = logging.getLogger(__name__)
 # Two machines starting one study at once collide on the database's catalog: 0.5 s to 8 s.
@@ -191,7 +191,7 @@ class OptunaSearch(Sweeper):
         )
         monitor = self.monitor or MONITOR.get(metric, "val_loss")
         pruner = self.config.hydra.sweeper.get("pruner")
-        sweep["optuna"] = {
+        study_info = {
             "study": name,
             "storage": storage
             if isinstance(storage, str)
@@ -201,13 +201,13 @@ class OptunaSearch(Sweeper):
             # Optuna keeps no pruner in its storage: each trial builds the same one.
             "pruner": OmegaConf.to_container(pruner, resolve=True) if pruner else None,
         }
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(sweep, indent=1))
+        (sweep_dir / STUDY_FILE).write_text(json.dumps(study_info, indent=1))
         log.info(
             "Optuna study %r (%s, %s) in %s: %d trials, space %s",
             name,
             direction,
             type(study.pruner).__name__,
-            sweep["optuna"]["storage"],
+            study_info["storage"],
             self.n_trials,
             {k: repr(v) for k, v in space.items()},
         )
@@ -238,14 +238,20 @@ class OptunaSearch(Sweeper):
         return study
 
     def _tell(self, study, trial, result, states):
-        record = _trial_record(result)
-        status = record.get("status") if record else None
-        if status == "PRUNED":
+        """Tell the study how the job's trial ended: its `Outcome`, returned through Hydra
+        (a job that crashed returns none)."""
+        try:
+            outcome = result.return_value  # raises the job's error if it crashed
+        except Exception as err:
+            outcome = Outcome("FAILED", "", error=f"the job ended {result.status.name}: {err}")
+        if not isinstance(outcome, Outcome):
+            outcome = Outcome("FAILED", "", error=f"the job returned {outcome!r}")
+        if outcome.status == "PRUNED":
             study.tell(trial, state=states.PRUNED)
-        elif status == "FINISHED" and _finite(result.return_value):
-            study.tell(trial, float(result.return_value))
+        elif outcome.status == "FINISHED" and _finite(outcome.value):
+            study.tell(trial, outcome.value)
         else:
-            error = (record or {}).get("error") or f"the job ended {result.status.name}"
+            error = outcome.error or f"the trial ended {outcome.status}"
             trial.set_user_attr("lrlab.error", str(error)[:1000])
             study.tell(trial, state=states.FAIL)
 
@@ -306,14 +312,6 @@ def _built(node):
     if node is None or not hasattr(node, "keys"):
         return node
     return instantiate(node)
-
-
-def _trial_record(result):
-    try:
-        folder = Path(result.hydra_cfg.hydra.runtime.output_dir)
-        return json.loads((folder / TRIAL_FILE).read_text())
-    except Exception:
-        return None
 
 
 def _journal(sweep_dir):

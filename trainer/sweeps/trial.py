@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 TRIAL_FILE = "trial.json"
+STUDY_FILE = "study.json"  # an Optuna sweep's study: its name, storage, monitor, pruner
 
 
 @dataclass
@@ -123,9 +124,15 @@ def _brief(value):
 
 
 def read_sweep(sweep_dir):
-    """The sweep's `sweep.json` as a dict ({} where there is none)."""
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The sweep's `sweep.json` as a dict ({} where there is none), with its Optuna study's
+    `study.json` (written by the Optuna sweeper, once it has made the study) as "optuna"."""
+    found = {}
+    for name, key in ((SWEEP_FILE, None), (STUDY_FILE, "optuna")):
+        path = Path(sweep_dir) / name
+        if path.exists():
+            value = json.loads(path.read_text())
+            found.update(value if key is None else {key: value})
+    return found
 
 
 def current():
@@ -145,7 +152,7 @@ def current():
             "no %s in %s: this trial is not linked to a parent run", SWEEP_FILE, path.parent
         )
         return None
-    sweep = json.loads(path.read_text())
+    sweep = read_sweep(hc.sweep.dir)
     overrides = list(hc.overrides.task)
     keys = set(sweep["swept"])
     command = single_run(overrides, dict(hc.runtime.choices))
@@ -180,42 +187,55 @@ def single_run(overrides, choices):
     return spelled + [o for o in overrides if o.split("=", 1)[0] != "sweep"]
 
 
-def write_result(
-    trial,
-    run_name,
-    status,
-    metrics=None,
-    error=None,
-    wall_s=None,
-    refs=None,
-    models=None,
-    started_at=None,
-):
-    """`trial.json` in the trial's folder: what the sweep's summary reads; `started_at` is
-    the Unix time the trial began (trials that ran at once overlap)."""
-    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-    record = {
-        **asdict(trial),
-        "run_name": run_name,
-        "status": status,
-        "error": error,
-        "wall_s": wall_s,
-        "started_at": started_at,
-        "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
-        "refs": refs or {},
-        "models": models,  # trainer.models as the run applied it
-        "optuna_trial": getattr(trial, "optuna_trial", None),
-        "pid": os.getpid(),  # the process that ran it (a fresh one per trial, or not)
-    }
-    path = Path(trial.dir) / TRIAL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
-    return path
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended, which it returns to the sweeper (through Hydra's `JobReturn`,
+    pickled back from another process or machine by the launcher) and writes to its
+    `trial.json` for the sweep's summary (the one writer of that file).
+
+    `status` is FINISHED, FAILED, PRUNED or KILLED; `value` the trial's `optimized_metric`
+    (NaN unless FINISHED with a finite one), what a sweeper minimises or maximises.
+    """
+
+    status: str
+    run_name: str
+    value: float = math.nan
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    wall_s: float | None = None
+    started_at: float | None = None
+    refs: dict = field(default_factory=dict)
+    models: str | None = None  # trainer.models as the run applied it
+
+    def __float__(self):  # what a sweeper that wants a number gets (Hydra's own)
+        return float(self.value)
+
+    def write(self, trial):
+        """`trial.json` in the trial's folder: the trial's settings and this outcome;
+        `started_at` is the Unix time the trial began (trials that ran at once overlap)."""
+        metrics = {k: v for k, v in self.metrics.items() if isinstance(v, (int, float))}
+        record = {
+            **asdict(trial),
+            "run_name": self.run_name,
+            "status": self.status,
+            "error": self.error,
+            "wall_s": self.wall_s,
+            "started_at": self.started_at,
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+            "refs": self.refs or {},
+            "models": self.models,
+            "optuna_trial": getattr(trial, "optuna_trial", None),
+            "pid": os.getpid(),  # the process that ran it (a fresh one per trial, or not)
+        }
+        path = Path(trial.dir) / TRIAL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1))
+        return path
 
 
 def run(cfg, choices, trial):
-    """Run one trial; a failure is recorded (a FAILED run, `trial.json`) and the sweep goes
-    on: the sweeper gets NaN. Only Ctrl-C stops the sweep."""
+    """Run one trial and return its `Outcome`; a failure is recorded (a FAILED run, its
+    `trial.json`) and the sweep goes on. Only Ctrl-C (or SIGTERM) stops the sweep."""
     import trainer
     from trainer.stopping import Stopped
     from trainer.tracking import metadata
@@ -223,71 +243,64 @@ def run(cfg, choices, trial):
 
     trial.use_parent_store(cfg)
     names = metadata.run_names(cfg, choices, cfg.dataset.get("name", "data"))
-    name = metadata.run_name(cfg.get("mode", "train"), names, trial)
+    task = choices.get("task", "train")
+    name = metadata.run_name(task, names, trial)
     started, started_at = time.perf_counter(), time.time()
     ending = Ending()
+
+    def ended(status, **how):
+        outcome = Outcome(
+            status, wall_s=time.perf_counter() - started, started_at=started_at, **how
+        )
+        outcome.write(trial)
+        return outcome
+
     try:
         results = trainer.run(
             cfg, choices, extra_callbacks=trial.callbacks(ending), trial=trial, ending=ending
         )
     except KeyboardInterrupt as err:
-        write_result(
-            trial, name, "KILLED", wall_s=time.perf_counter() - started, started_at=started_at
-        )
+        ended("KILLED", run_name=name, refs=ending.refs)
         raise Stopped(getattr(err, "signum", signal.SIGINT), note=ending.note()) from err
     except Exception as err:
         if ending.tags.get("lrlab.pruned"):  # Optuna pruned it
-            write_result(
-                trial,
-                name,
+            return ended(
                 "PRUNED",
+                run_name=name,
                 error=f"pruned after epoch {ending.tags['lrlab.pruned_at_epoch']}",
-                wall_s=time.perf_counter() - started,
-                started_at=started_at,
                 refs=ending.refs,
             )
-            return math.nan
         log.error("trial #%d failed: %s", trial.number, err)
         refs = ending.refs
         if ending.status is None:  # it failed before its run started: record one, FAILED
-            refs = _record_failure(cfg, trial, name, err)
-        write_result(
-            trial,
-            name,
-            "FAILED",
-            error=f"{type(err).__name__}: {err}",
-            wall_s=time.perf_counter() - started,
-            started_at=started_at,
-            refs=refs,
-        )
-        return math.nan
-    write_result(
-        trial,
-        results["run_name"],
+            refs = _record_failure(cfg, task, trial, name, err)
+        return ended("FAILED", run_name=name, error=f"{type(err).__name__}: {err}", refs=refs)
+    value = results.get(cfg.optimized_metric)
+    return ended(
         "FINISHED",
+        run_name=results["run_name"],
+        value=float(value) if isinstance(value, (int, float)) else math.nan,
         metrics=results,
-        wall_s=time.perf_counter() - started,
-        started_at=started_at,
         refs=results["refs"],
         models=results.get("models"),
     )
-    return results.get(cfg.optimized_metric)
 
 
-def _record_failure(cfg, trial, name, err):
+def _record_failure(cfg, task, trial, name, err):
     """A FAILED run for a trial that failed before its own run started (an invalid value)."""
-    from trainer.tracking.run import TrackedRun
+    from trainer.tracking.run import TrackedRun, build_sinks
     from trainer.tracking.sinks.base import RunInfo
 
     tags = {
         **trial.tags(),
-        "mode": cfg.get("mode", "train"),
+        "mode": task,
         "lrlab.failure": f"{type(err).__name__}: {err}"[:5000],
         "mlflow.note.content": f"Trial #{trial.number} failed before training: {err}",
     }
     info = RunInfo(name, trial.dir, parent=trial.parent)
     try:
-        with TrackedRun(cfg.get("sink"), False, info, trial.params(), tags) as run:
+        sinks = build_sinks(cfg.get("sink"))
+        with TrackedRun(sinks, False, info, trial.params(), tags) as run:
             run.failure = str(err)
         return run.refs
     except Exception as record_err:  # the sinks themselves failed: the log says why

@@ -41,11 +41,12 @@ def run_name(mode, names, trial=None):
     return f"{label(mode, names)} {time.strftime('%m-%d %H:%M:%S')}"
 
 
-def params(cfg, groups=TRAINING_GROUPS):
-    """The resolved keys of `groups` (and `mode`), flattened for MLflow; not
+def params(cfg, mode, groups=TRAINING_GROUPS):
+    """The resolved keys of `groups` and the task (`mode`: "train", "lr_find"), flattened
+    for MLflow; not
     `trainer.resume`, which says how a process started, not what the run is (a resumed run
     logs the params of the run it continues, which MLflow lets no one change)."""
-    values = {"mode": cfg.mode}
+    values = {"mode": mode}
     for group in groups:
         node = cfg.get(group)
         if node is not None:

@@ -115,19 +115,19 @@ class TrackedRun:
     """A run in every configured sink, with its params and tags, and the writer that feeds them.
 
     Args:
-        sink_cfg: the composed `sink` node: which sinks, with their settings.
+        sinks: {name: Sink}, built and checked (`build_sinks`); each run pickles its own
+            copies into the writer process, so one dict serves several runs.
         strict: a tracking error fails the run (`tracking.strict`).
         run: the `RunInfo` each sink starts with (name, folder, inputs, linked runs).
         params, tags: logged once the sinks have started.
-        sweep: a sweep's parent run, kept out of the sinks that do not record one.
         ending: an `Ending` to fill as the run closes (and to read a forced end from).
 
     Inside the `with` block, `writer` takes steps, scalars, tags and artifacts; `refs`
     holds what each sink returned to link to this run (`refs["mlflow"]["run_id"]`).
     """
 
-    def __init__(self, sink_cfg, strict, run, params, tags, sweep=False, ending=None):
-        self.sink_cfg, self.strict, self.sweep = sink_cfg, strict, sweep
+    def __init__(self, sinks, strict, run, params, tags, ending=None):
+        self.sinks, self.strict = sinks, strict
         self.ending = ending if ending is not None else Ending()
         self.info, self.params, self.tags = run, params, tags
         self.run_dir = Path(run.dir)
@@ -137,7 +137,7 @@ class TrackedRun:
 
     def __enter__(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = WriterProcess(build_sinks(self.sink_cfg, self.sweep), strict=self.strict)
+        self.writer = WriterProcess(self.sinks, strict=self.strict)
         started = self.writer.start(self.info)
         self.refs = {name: s.ref for name, s in started.items()}
         self.views = [s.view for s in started.values() if s.view]
