@@ -46,6 +46,11 @@ def check_overrides(config_name, args, app):
     if not keys:
         return
     extra = [f"hydra.searchpath={o.get_value_element_as_str()}" for o in searchpath]
+    # The usual case, settled by one composition: keys that exist, values of their type.
+    # A `+key` may add a key nothing reads, so it always gets the checks below.
+    adds = any(o.is_add() or o.is_force_add() for o in keys)
+    if not adds and _refusal(config_name, groups, keys, extra, all_keys=True) is None:
+        return
     known = _known_keys(config_name, groups, extra)
     if known is None:
         return  # the groups do not compose: Hydra reports why
@@ -79,35 +84,51 @@ def check_overrides(config_name, args, app):
 def _check_types(config_name, groups, keys, extra=()):
     """A value of the wrong type for a typed key (`trainer.epochs=abc`): OmegaConf refuses it
     as Hydra composes; say it with the key's rule (`trainer.config.settings`), as a value of
-    the right type that breaks the rule is said. One composition checks them all (each
-    value of a swept key in turn); the refused key is the error's `full_key`."""
-    from hydra import compose, initialize_config_dir
-
+    the right type that breaks the rule is said."""
     from trainer.config import settings
 
     typed = [o for o in keys if settings.rule_for(o.key_or_group) is not None]
-    if not typed:
+    refused = _refusal(config_name, groups, typed, extra)
+    if refused is None:
         return
+    key, value, err = refused
+    rule = settings.rule_for(key) if key is not None else None
+    if rule is None:
+        return  # something else: Hydra reports it
+    raise ConfigError(settings.problem(key, rule.text, value), fix=f"{key}=<{rule.text}>") from err
+
+
+def _refusal(config_name, groups, keys, extra=(), all_keys=False):
+    """Compose with the key overrides `keys` (each value of a swept key in turn): None if
+    every composition succeeds, else (the refused key, its value, the error), the key being
+    the one OmegaConf names (None where it names none). With `all_keys`, a sweep that
+    cannot be listed (`interval(...)`) counts as a refusal: the caller checks it otherwise."""
+    from hydra import compose, initialize_config_dir
+
+    if not keys:
+        return None
+    given = {}
+    for o in keys:
+        try:
+            given[o.key_or_group] = (
+                _options(o) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            )
+        except Exception:  # a range or interval: no values to list
+            if all_keys:
+                return (None, None, None)
     base = [*extra, *(_choice(o.key_or_group, _options(o)[0]) for o in groups)]
-    given = {
-        o.key_or_group: _options(o) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        for o in typed
-    }
-    variants = [{key: values[0] for key, values in given.items()}]
-    for key, values in given.items():
-        variants += [{**variants[0], key: value} for value in values[1:]]
+    first = {key: values[0] for key, values in given.items()}
+    variants = [first] + [
+        {**first, key: value} for key, values in given.items() for value in values[1:]
+    ]
     for variant in variants:
         try:
             with initialize_config_dir(str(CONF), version_base="1.3"):
                 compose(config_name, overrides=[*base, *(f"{k}={v}" for k, v in variant.items())])
         except Exception as err:
             key = _refused_key(err)
-            if key not in variant:
-                return  # something else: Hydra reports it
-            rule = settings.rule_for(key)
-            raise ConfigError(
-                settings.problem(key, rule.text, variant[key]), fix=f"{key}=<{rule.text}>"
-            ) from err
+            return (key, variant.get(key), err)
+    return None
 
 
 def _refused_key(err):

@@ -36,6 +36,10 @@ def trial_for_job(info, sweep_id, job):
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = frozen.user_attrs
         if attrs.get(JOB_ATTR) == job and attrs.get(SWEEP_ATTR) == sweep_id:
+            # Optuna has no public way to get a reportable Trial of a running trial in
+            # another process: a FrozenTrial's `report` does nothing, and `Trial(study,
+            # trial_id)` needs the storage's id, which only `_trial_id` holds
+            # (optuna/optuna#2987, closed as stale; #5647).
             return optuna.trial.Trial(study, frozen._trial_id)
     raise RuntimeError(f"no running Optuna trial for job {job} in study {info['study']!r}")
 

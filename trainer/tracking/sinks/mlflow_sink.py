@@ -595,7 +595,7 @@ def _dataset_entity(described):
             source=described.source,
             name=described.name,
             digest=described.digest,
-        )._to_mlflow_entity()
+        ).to_dict()  # MLflow's public form of its dataset entity's fields
     profile = {}
     for part, shape, dtype in (
         ("features", described.features_shape, described.features_dtype),
@@ -610,10 +610,10 @@ def _dataset_entity(described):
             }
         )
     return Dataset(
-        entity.name,
-        entity.digest,
-        entity.source_type,
-        entity.source,
-        entity.schema,
+        entity["name"],
+        entity["digest"],
+        entity["source_type"],
+        entity["source"],
+        entity.get("schema"),
         json.dumps(profile),
     )
