@@ -12,6 +12,10 @@ class ConfigError(ValueError):
         super().__init__(message)
         self.fix = fix
 
+    @property
+    def message(self):
+        """What was wrong, without the fix."""
+        return super().__str__()
+
     def __str__(self):
-        message = super().__str__()
-        return f"{message}\n  fix: {self.fix}" if self.fix else message
+        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message

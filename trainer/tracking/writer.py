@@ -239,10 +239,9 @@ def _start(sinks, run, reply):
                 with contextlib.suppress(Exception):
                     sinks[earlier].close("FAILED")
             if isinstance(err, ConfigError):
-                message = str(err).split("\n  fix: ")[0]
+                reply("start_failed", (name, err.message, err.fix))
             else:
-                message = f"{type(err).__name__}: {err}"
-            reply("start_failed", (name, message, getattr(err, "fix", None)))
+                reply("start_failed", (name, f"{type(err).__name__}: {err}", None))
             return None
     return started
 
