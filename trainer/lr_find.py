@@ -29,7 +29,6 @@ from trainer.data import batches
 from trainer.recording import StepBuffer, recording
 from trainer.tracking import metadata
 from trainer.tracking.run import TrackedRun
-from trainer.tracking.sinks.base import RunInfo
 from trainer.train import Loaded
 
 log = logging.getLogger(__name__)
@@ -228,23 +227,18 @@ def find_lr(experiment, loaded=None, subfolder=None, ending=None) -> dict:
         subfolder: put the run's files in this folder of `cfg.output_dir` (for `auto`).
         ending: learns how the run ended.
     """
-    cfg, trial = experiment.cfg, experiment.trial
+    cfg = experiment.cfg
     t, f = cfg.trainer, cfg.lr_find
     loaded = loaded or Loaded.load(experiment)
-    data, names = loaded.data, loaded.names
-    tags = {**loaded.tags, "mode": "lr_find"}
-    run_name = metadata.run_name("lr_find", names, trial)
+    data = loaded.data
     run_dir = Path(cfg.output_dir) / (subfolder or "")
     groups = ("dataset", "model", "optimizer", "trainer", "lr_find")
-    values = metadata.params(cfg, "lr_find", groups)
-    parent = None
-    if trial is not None:
-        parent = trial.parent
-        tags.update(trial.tags())
-        values.update(trial.params())
-    info = RunInfo(run_name, str(run_dir), parent=parent)
+    opened = metadata.opening(experiment, loaded, "lr_find", groups, run_dir)
+    run_name = opened.name
     strict = cfg.tracking.strict
-    with TrackedRun(experiment.sinks, strict, info, values, tags, ending=ending) as run:
+    with TrackedRun(
+        experiment.sinks, strict, opened.info, opened.params, opened.tags, ending=ending
+    ) as run:
         result = range_test(
             experiment.model,
             lambda lr: instantiate(cfg.optimizer, learning_rate=lr),

@@ -45,6 +45,14 @@ def path_in(run_dir):
     return Path(run_dir) / FOLDER / FILE
 
 
+def remove(run_dir):
+    """Delete a finished run's checkpoint (it has nothing to resume) and its folder."""
+    checkpoint = path_in(run_dir)
+    if checkpoint.exists():
+        checkpoint.unlink()
+        checkpoint.parent.rmdir()
+
+
 def model_variables(model):
     """Every variable a checkpoint holds, by group, in Keras' own (stable) order."""
     return {

@@ -28,7 +28,6 @@ from trainer.stopping import TrainingDiverged
 from trainer.tracking import metadata
 from trainer.tracking.recorder import StepRecorder
 from trainer.tracking.run import TrackedRun
-from trainer.tracking.sinks.base import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +66,65 @@ def train(experiment, loaded=None, extra_tags=None, child_runs=(), ending=None) 
     data = loaded.data
     if experiment.optimizer is None:  # its length needed the downloaded data
         experiment = experiment.with_schedule(len(data.x_train) + len(data.x_val))
-    cfg, t, trial, kept = experiment.cfg, experiment.settings, experiment.trial, experiment.kept
-    tags = {**loaded.tags, **(extra_tags or {})}
-    length = experiment.length
-    dataset = experiment.dataset
-
-    flush_every = cfg.tracking.flush_every_steps
-    buffer = StepBuffer(
-        StepRecorder.capacity(flush_every, t.steps_per_execution), dataset.num_classes
+    t, run_dir = experiment.settings, Path(experiment.cfg.output_dir)
+    model, buffer, mean_iou = _compiled(experiment)
+    groups = (*metadata.TRAINING_GROUPS, "lr_find") if child_runs else metadata.TRAINING_GROUPS
+    opened = metadata.opening(experiment, loaded, "train", groups, run_dir, child_runs, extra_tags)
+    log.info(
+        "%s: %d epochs of %d steps (batch %d), %r",
+        opened.name,
+        t.epochs,
+        experiment.length.steps_per_epoch,
+        t.batch_size,
+        experiment.schedule,
     )
-    mean_iou = MeanIoU(dataset.num_classes)
+    strict = experiment.cfg.tracking.strict
+    with TrackedRun(
+        experiment.sinks, strict, opened.info, opened.params, opened.tags, ending=ending
+    ) as run:
+        parts = _Callbacks(experiment, run, buffer, data, run_dir)
+        _save_config(run, experiment.cfg, run_dir)
+        if experiment.resume_from:
+            _restore(model, experiment.resume_from, parts, data, run_dir, opened.name)
+        history = {}
+        try:
+            history = _fit(model, experiment, data, parts.start_step, parts.all)
+        except TrainingInterrupted:
+            pass  # parts.interrupt.requested: below, once every step is with the sinks
+        finally:
+            # Whatever ended training, every step trained so far reaches the sinks.
+            parts.recorder.drain()
+            run.writer.flush()
+            _log_curves(run, run_dir, opened.name)
+        if parts.interrupt.requested:
+            _interrupted(run, model, parts, experiment.length.run_steps, opened.description)
+        if parts.divergence.step is not None:
+            _diverged(run, parts.divergence, opened.name, opened.description)
+
+        steps = parts.recorder.recorded
+        final = _evaluate(model, mean_iou, data, t.eval_batch_size, history)
+        run.writer.scalars(final, steps)  # at the number of steps trained
+        if parts.curve is not None:  # what the test curve cost, for a benchmark to take out
+            run.writer.scalars({"time/test_curve_s": parts.curve.seconds}, steps)
+        _keep(run, model, experiment, run_dir, data, mean_iou, steps)
+        run.writer.tags(metadata.finished_note(opened.description, final["test/accuracy"], steps))
+        final["trained_steps"] = steps
+        resume.remove(run_dir)  # a finished run has nothing to resume
+        log.info("%s: %s", opened.name, _shown(final))
+        return {
+            **final,
+            "run_name": opened.name,
+            "refs": run.refs,
+            "models": experiment.kept.policy,
+        }
+
+
+def _compiled(experiment):
+    """The experiment's model in a `RecordingModel` that writes each step's row into a
+    device buffer, compiled with its optimizer: (model, buffer, the MeanIoU metric)."""
+    t, classes = experiment.settings, experiment.dataset.num_classes
+    rows = StepRecorder.capacity(experiment.cfg.tracking.flush_every_steps, t.steps_per_execution)
+    buffer, mean_iou = StepBuffer(rows, classes), MeanIoU(classes)
     model = recording(experiment.model, buffer, mean_iou)
     model.compile(
         optimizer=experiment.optimizer,
@@ -85,133 +133,81 @@ def train(experiment, loaded=None, extra_tags=None, child_runs=(), ending=None) 
         steps_per_execution=t.steps_per_execution,
         jit_compile=t.jit_compile,
     )
+    return model, buffer, mean_iou
 
-    run_name = metadata.run_name("train", loaded.names, trial)
-    description = metadata.describe(cfg, loaded.names)
-    if trial is not None:
-        tags.update(trial.tags())
-    run_dir = Path(cfg.output_dir)
-    log.info(
-        "%s: %d epochs of %d steps (batch %d), %r",
-        run_name,
-        t.epochs,
-        length.steps_per_epoch,
-        t.batch_size,
-        experiment.schedule,
-    )
 
-    groups = (*metadata.TRAINING_GROUPS, "lr_find") if child_runs else metadata.TRAINING_GROUPS
-    checkpoint = resume.path_in(run_dir)
-    saved = experiment.resume_from
-    start_step = saved[0]["step"] if saved else 0
-    if saved:
-        tags["lrlab.resumed_at_step"] = str(start_step)
-    info = RunInfo(
-        run_name,
-        str(run_dir),
-        inputs=metadata.dataset_inputs(dataset, data),
-        children=tuple(child_runs),
-        parent=trial.parent if trial is not None else None,
-        resume=saved[0]["refs"] if saved else None,
-    )
-    params = metadata.params(cfg, "train", groups)
-    if trial is not None:
-        params.update(trial.params())
-    strict = cfg.tracking.strict
-    with TrackedRun(experiment.sinks, strict, info, params, tags, ending=ending) as run:
-        divergence = StopOnDivergence(t.divergence_factor)
-        recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[divergence])
-        recorder.recorded = start_step
-        interrupt = StopOnInterrupt()
+class _Callbacks:
+    """A run's callbacks, in the order they must see each step: the per-step recorder, the
+    divergence stop, the caller's, each spec of the `callbacks` group, plateau reduction's,
+    the resume checkpoint (after every other epoch end, so that it saves their state), and
+    the Ctrl-C/SIGTERM stop (its step end raises: every other callback saw the step)."""
+
+    def __init__(self, experiment, run, buffer, data, run_dir):
+        t, saved = experiment.settings, experiment.resume_from
+        self.start_step = saved[0]["step"] if saved else 0
+        self.divergence = StopOnDivergence(t.divergence_factor)
+        flush_every = experiment.cfg.tracking.flush_every_steps
+        self.recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[self.divergence])
+        self.recorder.recorded = self.start_step
+        self.interrupt = StopOnInterrupt()
 
         def before_save(step):  # every step trained is in the stores before a checkpoint
-            recorder.drain(step)
+            self.recorder.drain(step)
             run.writer.flush()
 
         context = RunContext(
             writer=run.writer,
             data=data,
             run_dir=run_dir,
-            start_step=start_step,
-            length=length,
+            start_step=self.start_step,
+            length=experiment.length,
             eval_batch_size=t.eval_batch_size,
-            divergence=divergence,
-            kept=kept,
-            resume_meta={"refs": run.refs, "config": resume.comparable(cfg)},
+            divergence=self.divergence,
+            kept=experiment.kept,
+            resume_meta={"refs": run.refs, "config": resume.comparable(experiment.cfg)},
             before_save=before_save,
         )
         chosen = [made for spec in experiment.callbacks if (made := spec.make(context))]
-        # The resume checkpoint saves after every other callback's epoch end.
-        chosen.sort(key=lambda cb: isinstance(cb, ResumeCheckpoint))
-        callbacks = [
-            recorder,
-            divergence,
-            *chosen,
+        saver = [cb for cb in chosen if isinstance(cb, ResumeCheckpoint)]
+        self.all = [
+            self.recorder,
+            self.divergence,
+            *experiment.extra_callbacks,  # a benchmark's epoch timer: before any saving
+            *(cb for cb in chosen if cb not in saver),
             *experiment.schedule_callbacks,
-            *experiment.extra_callbacks,
+            *saver,  # it saves the state the others have at the end of an epoch
         ]
         # Stateful callbacks, saved with the model in a checkpoint for trainer.resume.
-        context.parts.update({type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state")})
-        callbacks.append(interrupt)  # its step end raises: every other callback saw the step
-        saver = _first(callbacks, ResumeCheckpoint)
-        curve = _first(callbacks, TestCurve)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        run.writer.artifacts([run_dir / "config.yaml"])
-        if saved:
-            # Keras creates the optimizer's and metrics' variables at the first step; this is
-            # what fit itself calls to create them without training. Public ways cover the
-            # optimizer alone (`optimizer.build`, keras-team/keras#19389), not the compiled
-            # metrics, whose state the checkpoint restores too.
-            model._symbolic_build(data_batch=(data.x_train[:1], data.y_train[:1]))
-            resume.restore(model, *saved, context.parts, checkpoint)
-            log.info("%s: resumed at step %d from %s", run_name, start_step, checkpoint)
+        self.parts = context.parts
+        self.parts.update({type(cb).__name__: cb for cb in self.all if hasattr(cb, "state")})
+        self.all.append(self.interrupt)
+        self.saver = _first(self.all, ResumeCheckpoint)
+        self.curve = _first(self.all, TestCurve)
 
-        val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
-        epochs = EpochBatches(
-            data.x_train, data.y_train, t.batch_size, length.steps_per_epoch, t.seed
-        )
-        history = {}
-        try:
-            history = _fit(model, epochs, val_ds, start_step, t.epochs, callbacks)
-        except TrainingInterrupted:
-            pass  # interrupt.requested: below, once every step is with the sinks
-        finally:
-            # Whatever ended training, every step trained so far reaches the sinks.
-            recorder.drain()
-            run.writer.flush()
-            _log_curves(run, run_dir, run_name)
-        if interrupt.requested:
-            stopped = stopping.Stopped(interrupt.signum)
-            _interrupted(run, model, saver, length.run_steps, description, stopped)
 
-        if divergence.step is not None:
-            _diverged(run, divergence, run_name, description)
+def _save_config(run, cfg, run_dir):
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    run.writer.artifacts([run_dir / "config.yaml"])
 
-        final = _evaluate(model, mean_iou, data, t.eval_batch_size, history)
-        run.writer.scalars(final, recorder.recorded)  # at the number of steps trained
-        if curve is not None:  # what the test curve cost, for a benchmark to take out
-            run.writer.scalars({"time/test_curve_s": curve.seconds}, recorder.recorded)
-        _keep(run, model, kept, run_dir, data, mean_iou, dataset, recorder.recorded)
-        run.writer.tags(
-            {
-                "mlflow.note.content": f"{description} Test accuracy "
-                f"{final['test/accuracy']:.2%} after {recorder.recorded} steps."
-            }
-        )
-        final["trained_steps"] = recorder.recorded
-        if checkpoint.exists():  # a finished run has nothing to resume
-            checkpoint.unlink()
-            checkpoint.parent.rmdir()
-        log.info(
-            "%s: %s",
-            run_name,
-            ", ".join(
-                f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4f}"
-                for k, v in final.items()
-                if not k.startswith("test/iou_class")
-            ),
-        )
-        return {**final, "run_name": run_name, "refs": run.refs, "models": kept.policy}
+
+def _restore(model, saved, callbacks, data, run_dir, run_name):
+    """The model's, optimizer's, metrics' and callbacks' state from the resume checkpoint."""
+    # Keras creates the optimizer's and metrics' variables at the first step; this is what
+    # fit itself calls to create them without training. Public ways cover the optimizer
+    # alone (`optimizer.build`, keras-team/keras#19389), not the compiled metrics, whose
+    # state the checkpoint restores too.
+    model._symbolic_build(data_batch=(data.x_train[:1], data.y_train[:1]))
+    checkpoint = resume.path_in(run_dir)
+    resume.restore(model, *saved, callbacks.parts, checkpoint)
+    log.info("%s: resumed at step %d from %s", run_name, callbacks.start_step, checkpoint)
+
+
+def _shown(final):
+    return ", ".join(
+        f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4f}"
+        for k, v in final.items()
+        if not k.startswith("test/iou_class")
+    )
 
 
 def _first(callbacks, kind):
@@ -232,10 +228,11 @@ def _evaluate(model, mean_iou, data, batch_size, history):
     return final
 
 
-def _keep(run, model, kept, run_dir, data, mean_iou, dataset, step):
-    """The per-class IoU table, and the models `kept` says to keep, in the run folder and
-    the sinks."""
-    write_iou_table(run_dir / "iou_per_class.csv", mean_iou.per_class(), dataset.class_names)
+def _keep(run, model, experiment, run_dir, data, mean_iou, step):
+    """The per-class IoU table, and the models the experiment keeps (`kept`), in the run
+    folder and the sinks."""
+    kept, names = experiment.kept, experiment.dataset.class_names
+    write_iou_table(run_dir / "iou_per_class.csv", mean_iou.per_class(), names)
     artifacts = [run_dir / "iou_per_class.csv"]
     if kept.final:  # with "best", the sweep keeps it if this trial wins
         _save_model(model, data.x_test[:5], run_dir, mlflow=run.run_id is not None)
@@ -257,12 +254,14 @@ def _save_model(model, example, run_dir, mlflow):
         export.mlflow_format(model, example, run_dir / export.FOLDER)
 
 
-def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks):
+def _fit(model, experiment, data, start_step, callbacks):
     """Train from `start_step` to the end (see `_parts`); returns Keras' history, joined."""
-    steps_per_epoch = epochs.steps_per_epoch
+    t, steps_per_epoch = experiment.settings, experiment.length.steps_per_epoch
+    epochs = EpochBatches(data.x_train, data.y_train, t.batch_size, steps_per_epoch, t.seed)
+    val_ds = batches(data.x_val, data.y_val, t.eval_batch_size) if len(data.x_val) else None
     early = _first(callbacks, EarlyStop)
     history = {}
-    parts_of_run = _parts(start_step, steps_per_epoch, total_epochs)
+    parts_of_run = _parts(start_step, steps_per_epoch, t.epochs)
     for i, (first_epoch, last_epoch, skip) in enumerate(parts_of_run):
         if early is not None:
             early.last_part = i == len(parts_of_run) - 1
@@ -284,12 +283,13 @@ def _fit(model, epochs, val_ds, start_step, total_epochs, callbacks):
     return history
 
 
-def _interrupted(run, model, saver, run_steps, description, stopped):
+def _interrupted(run, model, callbacks, run_steps, description):
     """After a Ctrl-C, SIGTERM or SIGHUP: a resume checkpoint at the step training stopped,
-    the run's description, the command that continues it; then `stopped` (a
+    the run's description, the command that continues it; then `stopping.Stopped` (a
     KeyboardInterrupt: the run ends KILLED)."""
     from trainer.tracking.run import command_line
 
+    stopped, saver = stopping.Stopped(callbacks.interrupt.signum), callbacks.saver
     step = int(model.optimizer.iterations.numpy())
     how = "no checkpoint (trainer.checkpoint_every=null)"
     if saver is not None and saver.healthy():
@@ -304,8 +304,7 @@ def _interrupted(run, model, saver, run_steps, description, stopped):
     run.writer.tags(
         {
             "lrlab.interrupted_at_step": str(step),
-            "mlflow.note.content": f"Interrupted ({stopped.name}) after {step} of {run_steps} "
-            f"steps; {how}. {description}",
+            **metadata.interrupted_note(stopped.name, step, run_steps, how, description),
         }
     )
     raise stopped
@@ -320,7 +319,7 @@ def _diverged(run, divergence, run_name, description):
             "lrlab.failed_at_step": str(divergence.step),
             "lrlab.failed_at_lr": f"{divergence.rate:.6g}",
             "lrlab.failure": divergence.reason,
-            "mlflow.note.content": f"Diverged: {divergence.reason} {where}. {description}",
+            **metadata.diverged_note(divergence.reason, where, description),
         }
     )
     raise TrainingDiverged(

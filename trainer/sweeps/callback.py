@@ -32,6 +32,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         global _open
         from trainer.config.console import input_errors_reported
+        from trainer.tracking import metadata
         from trainer.tracking.run import TrackedRun, build_sinks, command_line, source_tags
         from trainer.tracking.sinks.base import RunInfo
 
@@ -55,7 +56,7 @@ class SweepCallback(Callback):
             "lrlab.sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
             "lrlab.command": command_line(),
             "mode": "sweep",
-            "mlflow.note.content": f"Sweep over {', '.join(swept) or 'nothing'}: {' '.join(task)}",
+            **metadata.sweep_note(swept, task),
             **source_tags(),
         }
         # The search space, one param per swept key; the fixed overrides as they were given.

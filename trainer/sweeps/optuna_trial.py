@@ -50,6 +50,8 @@ def pruning_callback(optuna_trial, monitor, ending):
     import optuna
     from optuna_integration.keras import KerasPruningCallback
 
+    from trainer.tracking import metadata
+
     class Pruning(KerasPruningCallback):
         def on_epoch_end(self, epoch, logs=None):
             try:
@@ -59,8 +61,7 @@ def pruning_callback(optuna_trial, monitor, ending):
                 ending.tags = {
                     "lrlab.pruned": "true",
                     "lrlab.pruned_at_epoch": str(epoch),
-                    "mlflow.note.content": f"Pruned by Optuna after epoch {epoch} "
-                    f"({monitor}={(logs or {}).get(monitor)}).",
+                    **metadata.pruned_note(epoch, monitor, (logs or {}).get(monitor)),
                 }
                 log.info("Optuna pruned this trial after epoch %d (%s)", epoch, monitor)
                 raise

@@ -14,6 +14,7 @@ from pathlib import Path
 from trainer.choices import MINIMIZED
 from trainer.export import FOLDER as MLFLOW_FOLDER
 from trainer.sweeps.trial import TRIAL_FILE, read_sweep, short
+from trainer.tracking import metadata
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,7 @@ def write(sweep_dir, writer, metric):
                 "lrlab.sweep.best_run": best["run_name"],
                 "lrlab.sweep.best_overrides": " ".join(best["overrides"]),
                 "lrlab.sweep.best_run_id": str(best["refs"].get("mlflow", {}).get("run_id", "")),
-                "mlflow.note.content": f"{found.describe()}. Best overrides: "
-                f"{' '.join(best['overrides'])}",
+                **metadata.sweep_summary_note(found.describe(), best["overrides"]),
             }
         )
         model = Path(best["dir"]) / "model.keras"

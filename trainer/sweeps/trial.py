@@ -288,6 +288,7 @@ def run(cfg, choices, trial):
 
 def _record_failure(cfg, task, trial, name, err):
     """A FAILED run for a trial that failed before its own run started (an invalid value)."""
+    from trainer.tracking import metadata
     from trainer.tracking.run import TrackedRun, build_sinks
     from trainer.tracking.sinks.base import RunInfo
 
@@ -295,7 +296,7 @@ def _record_failure(cfg, task, trial, name, err):
         **trial.tags(),
         "mode": task,
         "lrlab.failure": f"{type(err).__name__}: {err}"[:5000],
-        "mlflow.note.content": f"Trial #{trial.number} failed before training: {err}",
+        **metadata.failed_trial_note(trial.number, err),
     }
     info = RunInfo(name, trial.dir, parent=trial.parent)
     try:

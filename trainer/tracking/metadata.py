@@ -1,4 +1,5 @@
-"""What a run says about itself in MLflow: its names, params, tags, dataset inputs and description.
+"""What a run says about itself in MLflow: its names, params, tags, dataset inputs and
+description (`opening`), and every note (`mlflow.note.content`) a run or sweep ends with.
 
 Params are what a user compares across runs (the resolved group keys); where and how an
 object was built (`_target_` paths, folders) goes to tags or nowhere, so MLflow's compare
@@ -8,17 +9,88 @@ view opens on useful axes.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from trainer.names import label
 from trainer.tracking.run import command_line, flatten, git_commit, source_tags
-from trainer.tracking.sinks.base import DatasetInput
+from trainer.tracking.sinks.base import DatasetInput, RunInfo
 
 # Group keys that say where or how an object is built, not what a user compares.
 NOT_PARAMS = {"_target_", "dir", "folder", "keras_name", "class_names"}
 TRAINING_GROUPS = ("dataset", "model", "optimizer", "schedule", "warmup", "plateau", "trainer")
+
+
+NOTE = "mlflow.note.content"  # MLflow's run description
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What a run starts with: its name and one-sentence description, and what its sinks
+    are started with (`info`, `params`, `tags`)."""
+
+    name: str
+    description: str
+    info: RunInfo
+    params: dict
+    tags: dict
+
+
+def opening(experiment, loaded, mode, groups, run_dir, children=(), extra_tags=None):
+    """The `Opening` of an experiment's run of `mode` ("train", "lr_find") from its loaded
+    data (`trainer.train.Loaded`): `groups` are logged as params; a sweep's trial adds its
+    own tags and params and its parent; a resumed run continues its earlier self."""
+    trial, saved = experiment.trial, experiment.resume_from if mode == "train" else None
+    name = run_name(mode, loaded.names, trial)
+    tags = {**loaded.tags, "mode": mode, **(extra_tags or {})}
+    values = params(experiment.cfg, mode, groups)
+    if trial is not None:
+        tags.update(trial.tags())
+        values.update(trial.params())
+    if saved:
+        tags["lrlab.resumed_at_step"] = str(saved[0]["step"])
+    info = RunInfo(
+        name,
+        str(run_dir),
+        inputs=dataset_inputs(experiment.dataset, loaded.data) if mode == "train" else (),
+        children=tuple(children),
+        parent=trial.parent if trial is not None else None,
+        resume=saved[0]["refs"] if saved else None,
+    )
+    return Opening(name, describe(experiment.cfg, loaded.names), info, values, tags)
+
+
+def finished_note(description, accuracy, steps):
+    return {NOTE: f"{description} Test accuracy {accuracy:.2%} after {steps} steps."}
+
+
+def interrupted_note(how_stopped, step, run_steps, how_to_continue, description):
+    return {
+        NOTE: f"Interrupted ({how_stopped}) after {step} of {run_steps} steps; "
+        f"{how_to_continue}. {description}"
+    }
+
+
+def diverged_note(reason, where, description):
+    return {NOTE: f"Diverged: {reason} {where}. {description}"}
+
+
+def pruned_note(epoch, monitor, value):
+    return {NOTE: f"Pruned by Optuna after epoch {epoch} ({monitor}={value})."}
+
+
+def failed_trial_note(number, err):
+    return {NOTE: f"Trial #{number} failed before training: {err}"}
+
+
+def sweep_note(swept, task):
+    return {NOTE: f"Sweep over {', '.join(swept) or 'nothing'}: {' '.join(task)}"}
+
+
+def sweep_summary_note(summary, best_overrides):
+    return {NOTE: f"{summary}. Best overrides: {' '.join(best_overrides)}"}
 
 
 def run_names(cfg, choices, dataset_name):
