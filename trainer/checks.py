@@ -15,9 +15,10 @@ from trainer.config.errors import ConfigError
 from trainer.config.settings import number, problem
 
 
-def check_config(cfg: DictConfig, in_sweep=False) -> None:
+def check_config(cfg: DictConfig, in_sweep=False):
     """Raise one ConfigError listing every bad value of the composed config (`in_sweep`:
-    of a sweep's trial, which returns `optimized_metric` to choose by)."""
+    of a sweep's trial, which returns `optimized_metric` to choose by); return the task
+    (`trainer.tasks.Task`) it instantiated to check the keys that depend on it."""
     for key in ("schedule", "model", "optimizer", "dataset", "task"):
         node = cfg.get(key)
         if node is None or "_target_" not in node:
@@ -75,6 +76,7 @@ def check_config(cfg: DictConfig, in_sweep=False) -> None:
             need(task.trains, "mode", "train when a schedule key is auto", task.name)
     if problems:
         raise ConfigError("\n  ".join(problems))
+    return task
 
 
 def _is_class_iou(name):

@@ -135,8 +135,7 @@ def check(cfg, trial=None):
     from trainer.config.build import check_keys
     from trainer.tracking.run import build_sinks
 
-    check_config(cfg, in_sweep=trial is not None)
-    task = instantiate(cfg.task)
+    task = check_config(cfg, in_sweep=trial is not None)
     check_keys("dataset", OmegaConf.to_container(cfg.dataset, resolve=True))
     dataset = instantiate(cfg.dataset)
     train_samples = dataset.check()
