@@ -127,6 +127,9 @@ DEAF = """
 import os, signal, subprocess, sys, time
 from hydra_plugins.lrlab_sweepers.local_parallel import _ctrl_c_kept_from_trials
 
+# A shell starts background jobs with Ctrl-C ignored, and Python keeps that: hear it, as a
+# sweep started at a terminal does.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 show = "print(open('/proc/self/status').read())"
 heard = False
 with _ctrl_c_kept_from_trials():
