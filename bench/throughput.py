@@ -2,6 +2,7 @@
 
     python bench/throughput.py                      # CNN and MLP, 5 repetitions
     python bench/throughput.py --models mlp --reps 3 --steps 300
+    python bench/throughput.py --backend jax        # on another Keras backend
 
 For each model on real MNIST (batch 32, Adam, cosine schedule, accuracy metric) it
 alternates repetitions of:
@@ -11,6 +12,12 @@ alternates repetitions of:
       MLflow (SQLite) and TensorBoard, plus its epoch metrics;
   (c) MLflow's Keras autologging with `log_every_n_steps=1`;
   (d) Keras' TensorBoard callback with `update_freq=1`.
+
+`--backend` runs every variant on that Keras backend (bare Keras on it too). (c) and (d)
+need TensorFlow and run on it only. On TensorFlow the batches are `tf.data` pipelines (as
+lrlab trains there); on JAX and PyTorch bare Keras takes the NumPy arrays themselves, lrlab
+its `PyDataset` (`trainer.batches`). `bench/backends.py` compares backends, alternating
+them.
 
 Each run trains `--epochs` epochs of `--steps` steps; the first epoch (tracing and graph
 building) is left out, and each other epoch is timed by the same epoch-only callback in
@@ -39,15 +46,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
+def _backend(argv):
+    """--backend NAME from the command line: Keras must know it before its first import."""
+    for i, arg in enumerate(argv):
+        if arg == "--backend" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--backend="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+BACKEND = _backend(sys.argv[1:])
+os.environ["KERAS_BACKEND"] = BACKEND
+
 import keras  # noqa: E402
 import mlflow  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 import trainer  # noqa: E402
+from trainer.batches import batches  # noqa: E402
 from trainer.config.build import from_config  # noqa: E402
-from trainer.data import batches, data_root  # noqa: E402
+from trainer.data import data_root  # noqa: E402
 
 log = logging.getLogger("bench.throughput")
 VARIANTS = {
@@ -78,6 +99,7 @@ def config(model, steps, epochs, workdir):
             "train",
             [
                 f"model={model}",
+                f"backend={BACKEND}",
                 "schedule=cosine",
                 f"trainer.limit_train_batches={steps}",
                 f"trainer.epochs={epochs}",
@@ -111,6 +133,11 @@ def keras_fit(cfg, callbacks):
         metrics=["accuracy"],
         jit_compile=t.jit_compile,
     )
+    if BACKEND != "tensorflow":  # Keras' own array adapter, shuffling every epoch
+        n = t.limit_train_batches * t.batch_size
+        x, y = data.x_train[:n], data.y_train[:n]
+        model.fit(x, y, t.batch_size, t.epochs, verbose=0, callbacks=callbacks, shuffle=True)
+        return
     train_ds = batches(
         data.x_train, data.y_train, t.batch_size, shuffle_seed=t.seed, limit=t.limit_train_batches
     )
@@ -170,7 +197,14 @@ def logged_completely(workdir, steps):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=["cnn", "mlp"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--backend", default=BACKEND, choices=["tensorflow", "jax", "torch"])
+    on_tf = BACKEND == "tensorflow"  # (c) and (d) need TensorFlow
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS) if on_tf else ["a", "b"],
+        choices=list(VARIANTS) if on_tf else ["a", "b"],
+    )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=500, help="steps per epoch")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run, the first untimed")
@@ -208,8 +242,9 @@ def main(argv=None):
     report = {
         "command": " ".join(["python bench/throughput.py", *(argv or sys.argv[1:])]),
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+        "backend": BACKEND,
         "versions": {
-            "tensorflow": tf.__version__,
+            BACKEND: _version(BACKEND),
             "keras": keras.__version__,
             "mlflow": mlflow.__version__,
             "python": platform.python_version(),
@@ -227,6 +262,12 @@ def main(argv=None):
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     log.info("\n%s\nwritten to %s", table(results), args.json)
     return report
+
+
+def _version(name):
+    from importlib.metadata import version
+
+    return version(name)
 
 
 def summarise(runs, complete):

@@ -33,21 +33,22 @@ def per_class_iou(confusion):
 def confusion_matrix(y_true, y_pred, num_classes, ignore_class=None, sample_weight=None):
     """The batch's float32 confusion matrix (rows: true class, columns: argmax of y_pred).
 
-    One `bincount` over `label * num_classes + prediction`: a few ops per step, where
-    `tf.math.confusion_matrix` (Keras' MeanIoU) adds int64 casts and runtime assertions.
+    One segment sum of the weights over `label * num_classes + prediction`: a few ops per
+    step on every backend, where `tf.math.confusion_matrix` (Keras' MeanIoU) adds int64
+    casts and runtime assertions (and a `bincount` has no static length under JAX's jit).
     """
     labels = ops.cast(class_ids(y_true, y_pred), "int32")
     predicted = ops.cast(ops.reshape(ops.argmax(y_pred, axis=-1), (-1,)), "int32")
-    weights = None
+    weights = ops.ones_like(labels, dtype="float32")
     if sample_weight is not None:
         weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
     if ignore_class is not None:
         keep = ops.cast(ops.not_equal(labels, ignore_class), "float32")
-        weights = keep if weights is None else weights * keep
+        weights = weights * keep
         labels = labels * ops.cast(keep, "int32")  # ignored labels count with weight 0
     cells = num_classes * num_classes
-    counts = ops.bincount(labels * num_classes + predicted, weights=weights, minlength=cells)
-    return ops.reshape(ops.cast(counts[:cells], "float32"), (num_classes, num_classes))
+    counts = ops.segment_sum(weights, labels * num_classes + predicted, num_segments=cells)
+    return ops.reshape(counts, (num_classes, num_classes))
 
 
 def mean_iou_np(confusions):

@@ -36,6 +36,24 @@ class Scaled(Schedule):
         check_positive("scale", scale)
         self._scale = keras.Variable(scale, dtype="float32", trainable=False, name="lr_scale")
 
+    def track_in(self, optimizer):
+        """Keep the scale as one of `optimizer`'s variables (returns self).
+
+        On JAX the train step is a pure function of the variables Keras passes through it
+        (the model's, the optimizer's, the metrics'); a variable of the schedule's own would
+        be read once, when the step is traced, and a later reduction never seen
+        (keras-team/keras-core#213 is that trap for a whole schedule). Tracked by the
+        optimizer, the scale is passed in with its state on every backend, and saved with it.
+        """
+        value = self.scale
+        self._scale = optimizer.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(value),
+            dtype="float32",
+            name="lr_scale",
+        )
+        return self
+
     @property
     def scale(self):
         return float(keras.ops.convert_to_numpy(self._scale))

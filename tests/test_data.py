@@ -102,7 +102,7 @@ def test_val_size_must_leave_training_data(datasets):
 
 
 def test_epoch_batches_are_a_pure_function_of_seed_and_epoch():
-    from trainer.data import EpochBatches
+    from trainer.batches import EpochBatches
 
     images = np.arange(100 * 4, dtype=np.uint8).reshape(100, 2, 2)
     labels = np.arange(100)

@@ -23,7 +23,7 @@ from tests.project import ROOT, free_port, run_trainer
 
 DOCKER = ROOT / "docker"
 BIN = DOCKER / "bin"
-DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "mlflow.Dockerfile"]
+DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "jax.Dockerfile", DOCKER / "mlflow.Dockerfile"]
 SCRIPTS = [
     *sorted(BIN.iterdir()),
     DOCKER / "lock.sh",
@@ -817,3 +817,23 @@ def test_eight_runs_at_once_on_the_team_server_keep_every_point(workdir, team_se
     assert {tuple(c[2:]) for c in counts} == {(1000, 1000, 0, 999)}
     finished = query(team_server["database"], "SELECT count(*) FROM runs WHERE status = 'FINISHED'")
     assert finished == [(8,)]
+
+
+def test_the_jax_worker_is_the_same_worker_on_its_own_image(filled_env):
+    path, _ = filled_env
+    out = compose(
+        "--profile", "jax", "config", "--format", "json",
+        files=["compose.worker.yaml"], env_file_path=path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    tf, jax = services["ray-worker"], services["ray-worker-jax"]
+    assert jax["build"]["dockerfile"] == "docker/jax.Dockerfile"
+    assert jax["image"].endswith("-jax:latest") and jax["image"] != tf["image"]
+    for key in ("command", "environment", "volumes", "deploy", "stop_grace_period"):
+        assert jax[key] == tf[key], key
+    dockerfile = (DOCKER / "jax.Dockerfile").read_text()
+    assert "KERAS_BACKEND=jax" in dockerfile and "jax[cuda12]" in dockerfile
+    # Without the profile only the TensorFlow worker starts, as before.
+    out = compose("config", "--services", files=["compose.worker.yaml"], env_file_path=path)
+    assert out.stdout.split() == ["ray-worker"]

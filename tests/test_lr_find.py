@@ -10,7 +10,8 @@ import trainer
 from schedules import RangeTest
 from tests.project import DATASETS
 from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
-from trainer.data import IdxDataset, batches
+from trainer.batches import batches
+from trainer.data import IdxDataset
 from trainer.lr_find import range_test, smooth, suggest
 from trainer.models import mlp
 
@@ -30,7 +31,7 @@ def sweep(model, data, optimizer=keras.optimizers.SGD, **settings):
     return range_test(
         model,
         lambda lr: optimizer(learning_rate=lr),
-        batches(data.x_train, data.y_train, 32, shuffle_seed=0),
+        batches(data.x_train, data.y_train, 32, shuffle_seed=0, repeat=True),
         "sparse_categorical_crossentropy",
         10,
         **settings,

@@ -30,11 +30,12 @@ def test_a_slow_writer_makes_training_wait_instead_of_losing_rows():
     flush_every, steps_per_execution = 2, 1
     buffer = StepBuffer(StepRecorder.capacity(flush_every, steps_per_execution), num_classes=10)
     mean_iou = MeanIoU(10)
-    model = recording(mlp(), buffer, mean_iou)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model = recording(mlp(), buffer, mean_iou, loss)
     schedule = schedules.CyclicalLR(1e-3, 1e-2, 7)
     model.compile(
         optimizer=keras.optimizers.SGD(schedule),
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=["accuracy", mean_iou],
     )
     writer = SlowWriter()
@@ -51,7 +52,7 @@ def test_buffer_rows_carry_their_step_and_rate():
     buffer = StepBuffer(5, num_classes=2)
     confusion = np.array([[3.0, 1.0], [0.0, 4.0]], np.float32)
     for k in range(7):
-        buffer.write(k, 0.1 * k, 1.0 + k, confusion)
+        buffer.update_state(k, 0.1 * k, 1.0 + k, confusion)
     read = buffer.read(2, 7)
     assert read["step"].tolist() == [2, 3, 4, 5, 6]
     np.testing.assert_allclose(read["lr"], [0.2, 0.3, 0.4, 0.5, 0.6], rtol=1e-6)

@@ -438,13 +438,15 @@ def resumable_run(*extra, folder="run"):
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir, backend):
     from tests.project import compose_config
     from tests.tracking_stores import tensorboard_scalars
     from trainer.config.build import from_config
 
+    pytest.importorskip(backend)
     uri = f"sqlite:///{workdir}/mlflow.db"
-    argv, env = resumable_run(f"tracking.uri={uri}")
+    argv, env = resumable_run(f"tracking.uri={uri}", f"backend={backend}")
     run_dir = workdir / "run"
     trainer = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True)
     try:
@@ -498,7 +500,9 @@ def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(w
     assert not (run_dir / "resume").exists()  # a finished run has nothing to resume
 
     # And it trained on the very batches an uninterrupted run trains on: the same losses.
-    argv, env = resumable_run(f"tracking.uri=sqlite:///{workdir}/straight.db", folder="straight")
+    argv, env = resumable_run(
+        f"tracking.uri=sqlite:///{workdir}/straight.db", f"backend={backend}", folder="straight"
+    )
     straight = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr[-3000:]
     other, (reference,) = mlflow_runs(f"sqlite:///{workdir}/straight.db")

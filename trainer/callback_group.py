@@ -153,7 +153,6 @@ class ResumeCheckpoint:
         return ResumeCheckpoint(
             resume.path_in(run.run_dir),
             self.every,
-            run.length.steps_per_epoch,
             run.parts,
             run.before_save,
             run.resume_meta,

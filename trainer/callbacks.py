@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer import resume, stopping
+from trainer import backends, resume, stopping
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,17 @@ class EpochMetrics(keras.callbacks.Callback):
 
 
 class EveryNSteps(keras.callbacks.Callback):
-    """A callback that acts every `every` optimizer steps (when `due` after a step), counting
-    from `start_step` (a resumed run's first step). The steps trained are counted from each
-    epoch's first step and the batch index, so a step costs no device read."""
+    """A callback that acts every `every` optimizer steps (`reached(step)` when a multiple of
+    `every` was passed), counting from `start_step` (a resumed run's first step). The steps
+    trained are counted from each epoch's first step and the batch index, so a step costs no
+    device read.
+
+    It acts between steps, in a batch-begin hook (for the steps finished before it) and at
+    the epoch's end (for the epoch's last step): on the training thread, where JAX's training
+    state can be put back into the variables (`backends.sync`, which `reached` calls before
+    reading them), and with no batch-end hook, which would make Keras wait for every step's
+    logs on backends that dispatch callbacks asynchronously.
+    """
 
     def __init__(self, every, start_step=0):
         super().__init__()
@@ -80,12 +88,22 @@ class EveryNSteps(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_first_step = int(self.model.optimizer.iterations.numpy())
 
-    def steps_done(self, batch):
-        return self._epoch_first_step + batch + 1
+    def on_train_batch_begin(self, batch, logs=None):
+        done = self._epoch_first_step + batch
+        if batch and self.due(done):  # batch 0: the epoch before ended with its own call
+            self.reached(done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = int(self.model.optimizer.iterations.numpy())
+        if self.due(done):
+            self.reached(done)
 
     def due(self, step):
         """Whether a multiple of `every` lies in (last, step]."""
         return step // self.every > self.last // self.every
+
+    def reached(self, step):  # pragma: no cover - the abstract hook
+        raise NotImplementedError
 
 
 class TestCurve(EveryNSteps):
@@ -107,13 +125,13 @@ class TestCurve(EveryNSteps):
         self.batch_size, self.writer, self.last_step = batch_size, writer, last_step
         self.seconds = 0.0
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.steps_done(batch)
-        if self.due(step) and step < self.last_step:
+    def reached(self, step):
+        if step < self.last_step:
             self.evaluate(step)
 
     def evaluate(self, step):
         began = time.perf_counter()
+        backends.sync(self.model)
         probs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
         picked = probs[np.arange(len(self.y)), self.y]
         values = {
@@ -179,6 +197,10 @@ class StopOnDivergence(keras.callbacks.Callback):
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' `ModelCheckpoint` keeping the best `monitor` model, except after divergence:
     a diverged model is never the best one, whatever its validation loss."""
+
+    # It saves at epoch ends only: Keras' batch-end hook returns at once for save_freq
+    # "epoch", so Keras may run it in its callback thread pool, as if it had none.
+    async_safe = True
 
     def __init__(self, path, divergence, monitor="val_loss"):
         super().__init__(path, monitor=monitor, save_best_only=True, verbose=0)
@@ -255,7 +277,7 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     Python raises KeyboardInterrupt wherever the main thread happens to be, which may be
     inside TensorFlow's own calls, where it can surface as an unrelated `SystemError`.
-    Here the signal only sets `signum`; the end of the current training step raises
+    Here the signal only sets `signum`; the start of the next training step raises
     `TrainingInterrupted` from a known place (a signal during validation lets the epoch end
     first, and stops after the next step). Keras' own `stop_training` would run the epoch's
     validation and epoch end on the partial epoch, logging it as an epoch and perhaps
@@ -282,7 +304,9 @@ class StopOnInterrupt(keras.callbacks.Callback):
         again = " (press it again to stop at once)" if signum == signal.SIGINT else ""
         log.warning("%s: stopping after this step%s", stopping.NAMES[signum], again)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
+        # Between steps (not at a step's end, which Keras may run in its callback thread
+        # pool): the step before is trained, and the training thread is where it stops.
         if self.requested:
             raise TrainingInterrupted
 
@@ -296,14 +320,13 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
 
 class ResumeCheckpoint(EveryNSteps):
-    """Saves the checkpoint every `every` steps: after the step itself, or, when the step
+    """Saves the checkpoint every `every` steps: before the next step, or, when the step
     ends an epoch, after the epoch's validation and every other callback's epoch end (so it
     must come last in the callback list), so that a resumed run starts the next epoch.
 
     Args:
         path: the checkpoint file.
         every: steps between checkpoints.
-        steps_per_epoch: steps in an epoch.
         parts: {name: object with `state()` and `restore(state)`}, saved with the model.
         before_save: called with the step before saving: hands every step so far to the
             sinks and flushes them.
@@ -312,11 +335,9 @@ class ResumeCheckpoint(EveryNSteps):
         start_step: a resumed run's first step (where its checkpoint was saved).
     """
 
-    def __init__(
-        self, path, every, steps_per_epoch, parts, before_save, meta, healthy, start_step=0
-    ):
+    def __init__(self, path, every, parts, before_save, meta, healthy, start_step=0):
         super().__init__(every, start_step)
-        self.path, self.steps_per_epoch = Path(path), steps_per_epoch
+        self.path = Path(path)
         self.parts, self.before_save, self.meta = parts, before_save, meta
         self.healthy = healthy  # False once training diverged: the last good one is kept
 
@@ -327,21 +348,17 @@ class ResumeCheckpoint(EveryNSteps):
         if int(self.model.optimizer.iterations.numpy()) == 0 and not self.path.exists():
             self.save(0)
 
-    def on_train_batch_end(self, batch, logs=None):
-        done = self.steps_done(batch)
-        if self.due(done) and done % self.steps_per_epoch:
-            self.save(done)
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = int(self.model.optimizer.iterations.numpy())
-        if self.due(done):
-            self.save(done)
+    def reached(self, step):
+        # Mid-epoch from the batch-begin hook; at an epoch's end after every other callback's
+        # epoch end (this one comes last), so that a resumed run starts the next epoch.
+        self.save(step)
 
     def save(self, step):
         began = time.perf_counter()
         self.before_save(step)
         if not self.healthy():
             return
+        backends.sync(self.model)
         resume.save(self.path, self.model, step, self.parts, self.meta)
         self.last = step
         log.info(

@@ -1,4 +1,5 @@
-"""MNIST-format datasets: the four original IDX files on disk (or Keras' download) to tf.data.
+"""MNIST-format datasets: the four original IDX files on disk (or Keras' download) to NumPy
+arrays (the batches a backend trains on: `trainer.batches`).
 
 The training file is split into train and validation (the last `val_size` samples are held
 out); the test file is kept for the final evaluation only.
@@ -358,77 +359,3 @@ class IdxDataset:
             ) from err
         arrays = (x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32))
         return arrays, f"keras.datasets.{self.keras_name}"
-
-
-def batches(images, labels, batch_size, shuffle_seed=None, limit=None):
-    """A tf.data pipeline of (uint8 image, int label) batches.
-
-    Samples (not batches) are reshuffled every epoch from `shuffle_seed` when it is given;
-    `limit` caps the number of batches per pass.
-    """
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if limit is not None:
-        ds = ds.take(limit)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-class EpochBatches:
-    """The training batches of every epoch, each epoch in an order that is a pure function of
-    `(seed, epoch)` (a stateless shuffle; `seed=None`: file order), so that a run resumed at
-    any step sees the very batches it would have seen, without any data state to restore.
-
-    `dataset(skip)` is one epoch of (uint8 image, int label) batches, from batch `skip` on (a
-    resumed epoch), which Keras iterates afresh each epoch; `callback` tells it which epoch
-    is starting. Keras creates an epoch's iterator after the callbacks' `on_epoch_begin`, and
-    the order is computed when that iterator starts, from the epoch set there.
-
-    Args:
-        images, labels: the training split.
-        batch_size: samples per batch (the last one of a pass may be smaller).
-        steps_per_epoch: batches per epoch, at most one pass (`trainer.limit_train_batches`).
-        seed: the shuffle's seed, or None.
-    """
-
-    def __init__(self, images, labels, batch_size, steps_per_epoch, seed):
-        import keras
-        import tensorflow as tf
-
-        self.images, self.labels = tf.constant(images), tf.constant(labels)
-        self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
-        with tf.device("/CPU:0"):  # read by tf.data, which runs on the CPU
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        epoch = self.epoch
-
-        class SetEpoch(keras.callbacks.Callback):
-            def on_epoch_begin(self, number, logs=None):
-                epoch.assign(number)
-
-        self.callback = SetEpoch()
-
-    def dataset(self, skip=0):
-        import tensorflow as tf
-
-        n, size = len(self.images), self.batch_size
-
-        def order(_):
-            indices = tf.range(n, dtype=tf.int64)
-            if self.seed is None:
-                return indices
-            seed = tf.stack([tf.constant(self.seed, tf.int64), self.epoch.read_value()])
-            return tf.random.experimental.stateless_shuffle(indices, seed=seed)
-
-        def epoch_batches(indices):
-            positions = tf.data.Dataset.range(skip, self.steps_per_epoch)
-            return positions.map(lambda b: indices[b * size : (b + 1) * size])
-
-        def gather(index):
-            return tf.gather(self.images, index), tf.gather(self.labels, index)
-
-        ds = tf.data.Dataset.from_tensors(0).map(order).flat_map(epoch_batches)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch - skip))
-        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

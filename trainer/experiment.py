@@ -1,12 +1,12 @@
 """The composition root: a composed config, checked and built once into an `Experiment`.
 
 `build(cfg, choices, trial)` checks every value (typed settings, then the data files'
-headers, the sinks, the checkpoint to resume from: no TensorFlow yet), then imports
-TensorFlow and builds the schedule, the optimizer, the model and the callback specs, before
-any data is loaded or run started. Training and the range test use these objects as they
-are; nothing is built twice. The one thing not built here is what cannot be known yet: a
-schedule whose rate is `auto` (the range test gives it: `with_schedule`), or whose length
-needs data that must be downloaded first.
+headers, the sinks, the checkpoint to resume from: no Keras yet), then imports Keras on the
+backend `backend=` picks (`trainer.backends`) and builds the schedule, the optimizer, the
+model and the callback specs, before any data is loaded or run started. Training and the
+range test use these objects as they are; nothing is built twice. The one thing not built
+here is what cannot be known yet: a schedule whose rate is `auto` (the range test gives it:
+`with_schedule`), or whose length needs data that must be downloaded first.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Experiment:
 
     cfg: DictConfig
     choices: dict
+    backend: object  # trainer.backends.Backend: the one Keras runs on, and why
     task: object  # trainer.tasks.Task
     dataset: object  # trainer.data.Dataset
     sinks: dict  # {name: Sink}, checked
@@ -155,16 +156,16 @@ def build(cfg, choices=None, trial=None, extra_callbacks=()) -> Experiment:
     Any bad key or value is a ConfigError naming it, raised before data loads or a run
     starts. `trial` (a `trainer.sweeps.trial.Trial`) makes the run a sweep's child run.
     """
+    from trainer import backends
     from trainer.config.build import instantiate_checked
-    from trainer.config.console import import_tensorflow
 
+    backend = backends.choose(cfg.backend, cfg.model.get("_target_"))
     task, dataset, train_samples, sinks, saved = check(cfg, trial)
-    import_tensorflow()
+    backends.start(backend, _threads(cfg.trainer.get("threads")))
     import keras
 
-    _limit_threads(cfg.trainer.get("threads"))
     keras.backend.clear_session()  # a sweep's jobs may share the process
-    keras.utils.set_random_seed(cfg.trainer.seed)  # the model's first weights, the dropout
+    backends.seed(cfg.trainer.seed)  # the model's first weights, the dropout
     auto = tuple(key for key in AUTO_KEYS if cfg.schedule.get(key) == "auto")
     length = run_length(cfg.trainer, train_samples, cfg.dataset.val_size)
     schedule = optimizer = None
@@ -176,6 +177,7 @@ def build(cfg, choices=None, trial=None, extra_callbacks=()) -> Experiment:
     experiment = Experiment(
         cfg=cfg,
         choices=dict(choices or {}),
+        backend=backend,
         task=task,
         dataset=dataset,
         sinks=sinks,
@@ -205,6 +207,8 @@ def _schedule_and_optimizer(cfg, length):
         callbacks=plateau,
     )
     optimizer = instantiate_checked("optimizer", cfg.optimizer, learning_rate=schedule)
+    for reduction in plateau:  # its scale changes between steps: the optimizer carries it
+        reduction.scaled.track_in(optimizer)
     return schedule, optimizer, tuple(plateau)
 
 
@@ -218,13 +222,10 @@ def _callback_specs(cfg, length):
     )
 
 
-def _limit_threads(threads):
-    """TensorFlow's thread pools for this run: `trainer.threads`, else the launcher's
-    `cpus_per_task` (a parallel sweep), else TensorFlow's own default (all cores).
-
-    Ops run one at a time (inter-op 1) on `threads` threads each, so N trials of one thread
-    each keep N cores busy without oversubscribing them. Set before the first op runs.
-    """
+def _threads(threads):
+    """CPU threads per op for this run: `trainer.threads`, else the launcher's
+    `cpus_per_task` (a parallel sweep) or a Ray trial's reserved cores, else None (the
+    backend's own default: all cores)."""
     from hydra.core.hydra_config import HydraConfig
 
     if threads is None and HydraConfig.initialized():
@@ -232,13 +233,4 @@ def _limit_threads(threads):
         threads = launcher.get("cpus_per_task")  # submitit's
         if threads is None and "ray" in launcher:  # a Ray trial's reserved cores
             threads = launcher.ray.get("remote", {}).get("num_cpus")
-    if not threads:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        log.info("TensorFlow: %d thread(s) per op", int(threads))
-    except RuntimeError as err:  # already running ops (a second run in this process)
-        log.warning("could not limit TensorFlow's threads: %s", err)
+    return threads or None

@@ -24,9 +24,9 @@ from hydra.utils import instantiate
 
 from metrics import MeanIoU
 from schedules import RangeTest
+from trainer.batches import batches
 from trainer.choices import SUGGESTION_RULES as RULES
-from trainer.data import batches
-from trainer.recording import StepBuffer, recording
+from trainer.recording import StepBuffer, read_rows, recording
 from trainer.tracking import metadata
 from trainer.tracking.run import TrackedRun
 from trainer.train import Loaded
@@ -111,7 +111,9 @@ class _DivergenceWatch(keras.callbacks.Callback):
         self.smoothed = []
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float(self.buffer.read(batch, batch + 1)["loss"][0])
+        # Every step's loss: a synchronous hook (no `async_safe`), on the training thread,
+        # where JAX's state may be synced to read it.
+        loss = float(read_rows(self.model, self.buffer, batch, batch + 1)["loss"][0])
         if not math.isfinite(loss):
             self.smoothed.append(math.nan)
             self.stopped, self.model.stop_training = "non-finite loss", True
@@ -122,6 +124,20 @@ class _DivergenceWatch(keras.callbacks.Callback):
         if batch > 0 and smoothed > self.factor * self.best:
             self.stopped, self.model.stop_training = "diverged", True
         self.best = min(self.best, smoothed)
+
+
+def _loss_object(loss):
+    """`loss` as a `keras.losses.Loss` (the recording step calls it on each batch): itself,
+    or what Keras makes of its name, a per-sample function averaged over the batch."""
+    found = keras.losses.get(loss)
+    if isinstance(found, keras.losses.Loss):
+        return found
+
+    class Named(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return found(y_true, y_pred)
+
+    return Named(name=str(loss))
 
 
 def range_test(
@@ -143,8 +159,8 @@ def range_test(
     Args:
         model: a built Keras model (its weights are copied, never changed).
         make_optimizer: `make_optimizer(learning_rate)` -> a fresh optimizer.
-        train_ds: batches of (x, y); repeated as needed.
-        loss: the training loss.
+        train_ds: batches of (x, y) without end (`trainer.batches.batches(..., repeat=True)`).
+        loss: the training loss (a `keras.losses.Loss`, or a Keras loss name).
         num_classes: for the MeanIoU metric the recording step reads.
         min_lr, max_lr, num_steps, sweep: the sweep (`schedules.RangeTest`).
         smoothing: beta of the bias-corrected moving average of the loss, in [0, 1).
@@ -159,11 +175,12 @@ def range_test(
     copy.set_weights(model.get_weights())
     buffer = StepBuffer(num_steps + 1, num_classes)
     mean_iou = MeanIoU(num_classes)
-    probe = recording(copy, buffer, mean_iou)
+    loss = _loss_object(loss)
+    probe = recording(copy, buffer, mean_iou, loss)
     probe.compile(optimizer=make_optimizer(schedule), loss=loss, metrics=[mean_iou])
     watch = _DivergenceWatch(buffer, smoothing, divergence_factor)
     probe.fit(
-        train_ds.repeat(),
+        train_ds,
         steps_per_epoch=num_steps,
         epochs=1,
         verbose=0,
@@ -242,7 +259,7 @@ def find_lr(experiment, loaded=None, subfolder=None, ending=None) -> dict:
         result = range_test(
             experiment.model,
             lambda lr: instantiate(cfg.optimizer, learning_rate=lr),
-            batches(data.x_train, data.y_train, t.batch_size, shuffle_seed=t.seed),
+            batches(data.x_train, data.y_train, t.batch_size, shuffle_seed=t.seed, repeat=True),
             "sparse_categorical_crossentropy",
             experiment.dataset.num_classes,
             min_lr=f.min_lr,

@@ -2,55 +2,74 @@
 
 Reading values back to the host every step would stall training (and Keras calls batch
 callbacks only once per `steps_per_execution` chunk), so each step writes one row
-`(step, lr, loss, confusion matrix of the batch)` into a ring buffer of variables, and
+`(step, lr, loss, confusion matrix of the batch)` into a ring buffer, and
 `trainer.tracking.recorder` reads the buffer every few hundred steps. The batch's MeanIoU is
 computed from its confusion matrix on the host, then: on a CPU without XLA every extra op
 in the step costs executor time, and the matrix is already there for the epoch metric.
+
+The same code runs on every Keras backend. The buffer is a Keras metric: JAX's train step
+is a pure function of the state Keras threads through it (model, optimizer and metric
+variables), so a value that must outlive a step has to be one of those, and a metric's
+variables are the ones Keras updates from `compute_metrics` on all three backends
+(`keras/src/backend/{jax,tensorflow,torch}/trainer.py`).
 """
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from trainer import backends
 from trainer.tracking import rows
 
 
-class StepBuffer:
+@keras.saving.register_keras_serializable(package="lrlab")
+class StepBuffer(keras.metrics.Metric):
     """A ring buffer of `capacity` rows; the row of step k lives at k % capacity.
 
     A row is laid out as `trainer.tracking.rows` says: `DEVICE_HEAD` (step, lr, loss), then
     the batch's confusion matrix. Row k holds k itself, so a reader can tell a row that is
-    written from an old or empty one.
+    written from an old or empty one. It logs nothing (`result()` is empty) and an epoch's
+    metric reset leaves it as it is: its rows are read by `read`, by step.
     """
 
-    def __init__(self, capacity, num_classes):
+    def __init__(self, capacity, num_classes, name="step_buffer", **kwargs):
+        super().__init__(name=name, **kwargs)
         self.capacity = int(capacity)
         self.num_classes = int(num_classes)
-        self.rows = tf.Variable(
-            tf.fill((self.capacity, rows.device_width(self.num_classes)), -1.0),
-            trainable=False,
-            name="step_buffer",
+        self.rows = self.add_variable(
+            shape=(self.capacity, rows.device_width(self.num_classes)),
+            initializer=keras.initializers.Constant(-1.0),
+            dtype="float32",
+            name="rows",
         )
 
-    def write(self, step, lr, loss, confusion):
+    def update_state(self, step, lr, loss, confusion):
         values = {"step": step, "lr": lr, "loss": loss}
-        head = tf.stack([tf.cast(values[name], tf.float32) for name in rows.DEVICE_HEAD])
-        row = tf.concat([head, tf.reshape(tf.cast(confusion, tf.float32), (-1,))], axis=0)
-        index = tf.math.floormod(tf.cast(step, tf.int64), self.capacity)
-        self.rows.scatter_nd_update([[index]], [row])
+        head = ops.stack([ops.cast(values[name], "float32") for name in rows.DEVICE_HEAD])
+        row = ops.concatenate([head, ops.reshape(ops.cast(confusion, "float32"), (-1,))])
+        index = ops.mod(ops.cast(step, "int32"), self.capacity)
+        table = ops.convert_to_tensor(self.rows)
+        self.rows.assign(ops.slice_update(table, (index, 0), ops.expand_dims(row, 0)))
+
+    def result(self):
+        return {}
+
+    def reset_state(self):
+        pass
 
     def read(self, first, stop):
         """Rows of steps first .. stop-1 that are written, in order, as NumPy columns
         (`rows.device_columns`: step, lr, loss, confusion).
 
         Stops at the first row not (yet) holding its step, so the caller can ask again.
+        During `fit` on JAX, call it where `trainer.backends.sync` may run (between steps).
         """
         if stop - first > self.capacity:
             raise RuntimeError(
                 f"step buffer overrun: {stop - first} unread steps but room for "
                 f"{self.capacity}; rows were lost (flush more often)."
             )
-        table = self.rows.numpy()
+        table = ops.convert_to_numpy(self.rows)
         out = []
         for k in range(first, stop):
             row = table[k % self.capacity]
@@ -60,6 +79,9 @@ class StepBuffer:
         block = np.stack(out) if out else table[:0]
         return rows.device_columns(block, self.num_classes)
 
+    def get_config(self):
+        return {"capacity": self.capacity, "num_classes": self.num_classes, "name": self.name}
+
 
 @keras.saving.register_keras_serializable(package="lrlab")
 class RecordingModel(keras.Model):
@@ -67,46 +89,55 @@ class RecordingModel(keras.Model):
 
     The step is Keras' own (`super().train_step`); around it this reads the optimizer's
     step k and rate `schedule(k)` before the update, and the batch's own loss (not Keras'
-    running mean) and confusion matrix (from the compiled `metrics.MeanIoU`) from the same
-    forward pass.
+    running mean; the compiled loss function on the same predictions) and confusion matrix
+    (from the compiled `metrics.MeanIoU`) from the same forward pass.
     """
 
     buffer = None
-    mean_iou = None
+    _head = None  # (step, rate) of the step being traced
 
-    def attach(self, buffer, mean_iou):
+    def attach(self, buffer, mean_iou, loss):
         """Record into `buffer`; `mean_iou` is the compiled `metrics.MeanIoU`, whose batch
-        confusion matrix goes into the row (one matrix per step, not two)."""
-        self.buffer, self.mean_iou = buffer, mean_iou
+        confusion matrix goes into the row (one matrix per step, not two); `loss` is the
+        compiled loss function (a `keras.losses.Loss`)."""
+        self.buffer, self.mean_iou, self.batch_loss = buffer, mean_iou, loss
         return self
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # TensorFlow and PyTorch call train_step(data), JAX train_step(state, data).
         if self.buffer is None:
-            return super().train_step(data)
-        step = tf.identity(self.optimizer.iterations)
-        lr = self.optimizer.learning_rate  # schedule(step): the rate this update uses
-        self._batch = {}
-        logs = super().train_step(data)
-        self.buffer.write(step, lr, self._batch.pop("loss"), self._batch.pop("confusion"))
-        self._batch = None
-        return logs
+            return super().train_step(*args)
+        self._head = self._step_and_rate(*args)
+        try:
+            return super().train_step(*args)
+        finally:
+            self._head = None
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        if getattr(self, "_batch", None) is not None:
-            self._batch["loss"] = loss
-        return loss
+    def _step_and_rate(self, *args):
+        """The optimizer's step and rate before this step's update, as tensors of the step."""
+        optimizer = self.optimizer
+        if len(args) == 2:  # JAX: the optimizer's variables are in the state passed in
+            state = list(zip(optimizer.variables, args[0][2]))
+            with keras.StatelessScope(state_mapping=state):
+                return ops.copy(optimizer.iterations), ops.copy(optimizer.learning_rate)
+        # A copy: PyTorch updates the variables in place after this read.
+        return ops.copy(optimizer.iterations), ops.copy(optimizer.learning_rate)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        if getattr(self, "_batch", None) is not None:
-            self._batch["confusion"] = self.mean_iou.batch_confusion
+        if self._head is not None:
+            loss = self.batch_loss(y, y_pred, sample_weight)
+            self.buffer.update_state(*self._head, loss, self.mean_iou.batch_confusion)
         return logs
 
 
-def recording(model, buffer, mean_iou):
+def recording(model, buffer, mean_iou, loss):
     """The same layers as `model`, in a `RecordingModel` that writes to `buffer`."""
     wrapped = RecordingModel(inputs=model.inputs, outputs=model.outputs, name=model.name)
-    return wrapped.attach(buffer, mean_iou)
+    return wrapped.attach(buffer, mean_iou, loss)
+
+
+def read_rows(model, buffer, first, stop):
+    """`buffer.read(first, stop)` with `model`'s training state synced first (JAX)."""
+    backends.sync(model)
+    return buffer.read(first, stop)

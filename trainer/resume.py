@@ -12,7 +12,7 @@ A checkpoint is one file, `resume/checkpoint.npz` in the run folder, holding
 - the step, and the refs of the runs the sinks log to, so that a resumed run continues them.
 
 The data position needs nothing more than the step: step k trains on a batch that is a pure
-function of the seed and k (`trainer.data.EpochBatches`). The models have no other
+function of the seed and k (`trainer.batches.EpochBatches`). The models have no other
 randomness (a layer with some, dropout say, keeps its seed state in a model variable).
 
 It is written as `checkpoint.npz.tmp`, flushed to disk and renamed over the previous one, so

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from metrics import MeanIoU
 from trainer import export, resume, stopping
+from trainer.batches import EpochBatches, batches
 from trainer.callback_group import RunContext
 from trainer.callbacks import (
     EarlyStop,
@@ -21,7 +22,6 @@ from trainer.callbacks import (
     TestCurve,
     TrainingInterrupted,
 )
-from trainer.data import EpochBatches, batches
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.stopping import TrainingDiverged
@@ -122,13 +122,16 @@ def train(experiment, loaded=None, extra_tags=None, child_runs=(), ending=None) 
 def _compiled(experiment):
     """The experiment's model in a `RecordingModel` that writes each step's row into a
     device buffer, compiled with its optimizer: (model, buffer, the MeanIoU metric)."""
+    import keras
+
     t, classes = experiment.settings, experiment.dataset.num_classes
     rows = StepRecorder.capacity(experiment.cfg.tracking.flush_every_steps, t.steps_per_execution)
     buffer, mean_iou = StepBuffer(rows, classes), MeanIoU(classes)
-    model = recording(experiment.model, buffer, mean_iou)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model = recording(experiment.model, buffer, mean_iou, loss)
     model.compile(
         optimizer=experiment.optimizer,
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=["accuracy", mean_iou],
         steps_per_execution=t.steps_per_execution,
         jit_compile=t.jit_compile,

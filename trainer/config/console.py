@@ -25,18 +25,31 @@ def import_tensorflow():
     """Import TensorFlow and Keras once, without their native start-up notices."""
     if "keras" in sys.modules:
         return
-    wants_logs = os.environ.get("LRLAB_TF_LOGS") or "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    if wants_logs:
-        import keras
+    with native_notices_hidden() as hidden:
+        if hidden:
+            import tensorflow as tf
 
+            tf.config.list_physical_devices()  # the device probe prints here, not mid-training
+        import keras  # noqa: F401
+
+
+@contextlib.contextmanager
+def native_notices_hidden():
+    """Whatever runs inside may import TensorFlow: its native start-up notices are captured
+    (and shown if the import fails), unless TensorFlow is already loaded or the user asked
+    for them (`LRLAB_TF_LOGS=1`, or a `TF_CPP_MIN_LOG_LEVEL` of their own). Yields whether
+    it hides them."""
+    if (
+        "tensorflow" in sys.modules
+        or os.environ.get("LRLAB_TF_LOGS")
+        or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    ):
+        yield False
         return
     # Level 3 keeps later native errors (the `cuInit` probe at the first op) quiet too.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with _native_stderr_captured():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # the device probe prints here, not mid-training
-        import keras  # noqa: F401
+        yield True
 
 
 @contextlib.contextmanager

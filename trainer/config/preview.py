@@ -12,10 +12,16 @@ log = logging.getLogger(__name__)
 
 
 def curve(schedule, steps):
-    """`schedule(k)` for k = 0 .. steps-1, as a float32 NumPy array (one compiled call)."""
-    import tensorflow as tf
+    """`schedule(k)` for k = 0 .. steps-1, as a float32 NumPy array, computed on the Keras
+    backend in use: one compiled, vectorised call on TensorFlow, `vmap` on JAX and PyTorch."""
+    import keras
+    from keras import ops
 
-    return _vectorized(schedule, tf.range(steps, dtype=tf.int64)).numpy()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return _vectorized(schedule, tf.range(steps, dtype=tf.int64)).numpy()
+    return ops.convert_to_numpy(ops.vectorized_map(schedule, ops.arange(steps, dtype="int32")))
 
 
 def _vectorized(schedule, steps):

@@ -12,11 +12,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trainer.config.console import (
-    import_tensorflow,
-    input_errors_reported,
-    no_folder_left_if_refused,
-)
+from trainer import backends
+from trainer.config.console import input_errors_reported, no_folder_left_if_refused
 from trainer.config.errors import ConfigError
 from trainer.config.location import CONF_PACKAGE
 from trainer.config.overrides import check_overrides
@@ -44,7 +41,7 @@ def preview(cfg):
             "preview.steps_per_epoch must be null or a whole number >= 1. "
             f"Received: preview.steps_per_epoch={spe!r}"
         )
-    import_tensorflow()
+    backends.start(backends.choose(cfg.backend))
     from trainer.config.build import from_config
     from trainer.config.preview import curve, plot, write_csv
 

@@ -51,6 +51,9 @@ def opening(experiment, loaded, mode, groups, run_dir, children=(), extra_tags=N
         values.update(trial.params())
     if saved:
         tags["lrlab.resumed_at_step"] = str(saved[0]["step"])
+    tags["lrlab.backend"] = experiment.backend.name  # the Keras backend, and why that one
+    tags["lrlab.backend_reason"] = experiment.backend.reason
+    values["backend"] = experiment.backend.name
     info = RunInfo(
         name,
         str(run_dir),

@@ -1,0 +1,126 @@
+"""Every Keras backend: the same curves, the same per-step record, the backend `auto` picks.
+
+Keras picks its backend once per process, so each backend runs in a process of its own: the
+schedule tests under `KERAS_BACKEND=jax` and `=torch`, and short trainings with `backend=`.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.project import ROOT, compose_config, run_trainer
+from tests.tracking_stores import mlflow_history, mlflow_runs, tensorboard_scalars
+from trainer import backends
+from trainer.config.errors import ConfigError
+
+OTHERS = [name for name in ("jax", "torch") if backends.installed(name)]
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+def test_every_family_matches_its_references_on(backend):
+    """tests/test_schedules_exact.py (float64 references and golden values, every family)
+    and the library twins (optax on JAX, torch.optim.lr_scheduler on PyTorch), on `backend`.
+    Keras' own schedules are compared with ours on TensorFlow only: Keras'
+    PiecewiseConstantDecay cannot be vectorised on PyTorch."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_schedules_exact.py",
+            "tests/test_schedules_twins.py",
+            "-k",
+            "not equals_keras",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout
+
+
+def test_auto_takes_the_fastest_measured_for_the_model_and_what_is_installed(monkeypatch):
+    assert backends.choose("auto", "trainer.models.cnn").name == "tensorflow"
+    mlp = backends.choose("auto", "trainer.models.mlp")
+    assert mlp.name == ("jax" if backends.installed("jax") else "tensorflow")
+    assert "auto" in mlp.reason
+    # Without JAX the MLP falls back to the first backend installed, and says so.
+    monkeypatch.setattr(backends, "installed", lambda name: name != "jax")
+    fallback = backends.choose("auto", "trainer.models.mlp")
+    assert fallback.name == "tensorflow" and "jax" in fallback.reason
+    monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
+    assert backends.choose("auto", "trainer.models.cnn").name == "torch"
+
+
+def test_a_backend_that_is_missing_or_misspelt_is_named_with_the_fix(monkeypatch):
+    with pytest.raises(ConfigError, match=r"backend must be one of .* backend='jaxx'"):
+        backends.choose("jaxx")
+    monkeypatch.setattr(backends, "installed", lambda name: name != "torch")
+    with pytest.raises(ConfigError, match=r"torch is not installed") as err:
+        backends.choose("torch")
+    assert ".[torch]" in str(err.value)
+
+
+def test_keras_backend_sets_the_default(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert compose_config("train").backend == "jax"
+    assert compose_config("train", ["backend=torch"]).backend == "torch"
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert compose_config("train").backend == "tensorflow"
+
+
+RUN = [
+    "model=mlp",
+    "dataset=fashion_mnist",
+    "schedule=one_cycle",
+    "trainer.epochs=2",
+    "trainer.limit_train_batches=30",
+    "trainer.checkpoint_every=20",
+    "trainer.test_every=25",
+    "tracking.flush_every_steps=8",
+    "tracking.strict=true",
+    "sink=[mlflow,tensorboard,csv]",
+]
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+def test_a_short_run_logs_every_step_once_with_the_schedules_rate_on(backend, workdir):
+    tmp_path = workdir
+    out = run_trainer(*RUN, f"backend={backend}", "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"Keras backend: {backend} (backend={backend})" in out.stdout + out.stderr
+    client, (run,) = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lrlab.backend"] == backend
+    assert run.data.params["backend"] == backend
+    steps = list(range(60))
+    for key in ("train/lr", "train/loss", "train/mean_iou"):
+        assert [s for s, _ in mlflow_history(client, run, key)] == steps, key
+    board = tensorboard_scalars(tmp_path / "run")
+    assert [s for s, _ in board["train/lr"]] == steps
+    assert [s for s, _ in board["epoch/val_loss"]] == [0, 1]
+    assert [s for s, _ in mlflow_history(client, run, "test/accuracy")] == [25, 50, 60]
+    losses = [v for _, v in mlflow_history(client, run, "train/loss")]
+    assert np.all(np.isfinite(losses)) and np.mean(losses[-10:]) < np.mean(losses[:10])
+    ious = [v for _, v in mlflow_history(client, run, "train/mean_iou")]
+    assert all(0 <= v <= 1 for v in ious)
+
+    # The rate at every step is the schedule's at that step (computed here on TensorFlow).
+    from trainer.config.build import from_config
+
+    cfg = compose_config("train", RUN)
+    schedule = from_config(cfg, steps_per_epoch=30, run_steps=60)
+    lrs = [v for _, v in mlflow_history(client, run, "train/lr")]
+    np.testing.assert_allclose(
+        lrs, [float(schedule(k)) for k in steps], rtol=1e-6, atol=1e-7 * max(lrs)
+    )
+    assert not (tmp_path / "run" / "resume").exists()  # a finished run has nothing to resume
