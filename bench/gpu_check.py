@@ -10,7 +10,7 @@ Three measurements, each written to `--out` (JSON) as soon as it is done:
 (b) time to 99.2 % test accuracy on MNIST with the CNN and one-cycle, from the start of the
     `python -m trainer` process to the MLflow timestamp of the first test-curve point at or
     above it (`trainer.test_every` steps apart, on the whole test set);
-(c) 1, 2, 4 and 8 MLP trials at once, each a `python -m trainer` process with
+(c) 1, 2, 4 and 8 MNIST MLP trials at once, each a `python -m trainer` process with
     `XLA_PYTHON_CLIENT_MEM_FRACTION` = 0.9 / trials of the GPU's memory: trials per hour and
     each trial's time against one alone.
 
@@ -149,7 +149,6 @@ def concurrent(counts, steps, epochs):
                 trainer(
                     [
                         "model=mlp",
-                        "dataset=fashion_mnist",
                         f"trainer.epochs={epochs}",
                         f"trainer.limit_train_batches={steps}",
                         "trainer.models=none",

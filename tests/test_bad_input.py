@@ -115,6 +115,11 @@ CASES = [
     Case("zero batch", ["trainer.batch_size=0"], ["Received: trainer.batch_size=0"]),
     Case("bad choice", ["trainer.jit_compile=maybe"], ["trainer.jit_compile must be auto"]),
     Case("bad mode", ["mode=fit"], ["mode must be train or lr_find"]),
+    Case(
+        "unknown backend",
+        ["backend=jaxx"],
+        ["backend must be one of tensorflow, jax, torch or auto", "backend='jaxx'", "fix:"],
+    ),
     Case("negative rate", ["optimizer.learning_rate=-1"], ["optimizer.learning_rate must be"]),
     Case("text rate", ["optimizer.learning_rate=abc"], ["Received: optimizer.learning_rate='abc'"]),
     Case("range test setting", ["lr_find.smoothing=1.0"], ["lr_find.smoothing must be in [0, 1)"]),
@@ -366,7 +371,18 @@ def run_case(case, tmp_path):
     return out, lines, modules, seconds
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+# Cases that must import Keras to find the error take 5 to 8 s each (a process that loads
+# TensorFlow): the default run keeps one of each kind (a schedule's argument, a length, a
+# data file, the preview app); the rest, with the same assertions, run with `-m slow` (CI).
+FAST_WITH_KERAS = {"negative peak", "negative length", "corrupt inside", "preview: constant"}
+
+
+def _marked(case):
+    slow = case.tensorflow and case.name not in FAST_WITH_KERAS
+    return pytest.param(case, id=case.name, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("case", [_marked(c) for c in CASES])
 def test_bad_input_gets_a_few_clear_lines_and_no_run(case, tmp_path):
     out, lines, modules, _ = run_case(case, tmp_path)
     text = "\n".join(lines)

@@ -102,6 +102,8 @@ def start(backend, threads=None):
 
         import_tensorflow()
     else:
+        # JAX logs at INFO each accelerator it looks for and does not find (TPU, CUDA).
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         import keras
     log.info("Keras backend: %s (%s)", backend.name, backend.reason)
 
