@@ -142,6 +142,9 @@ def main(argv=None):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(report, indent=2) + "\n")
                 log.info("%s rep %d %s: %s", model, rep, backend, speeds)
+    report["results"] = summary(report["records"], args.backends, args.models)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     log.info("\n%s\nwritten to %s", table(report["results"]), path)
     return report
 

@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 site=/tmp/lrlab-gpu-site
 mkdir -p "$site"
-if compgen -G ".whl/*.whl" > /dev/null; then
+# The wheels only where what they hold is missing (this checkout's own venv has it all).
+if ! python3 -c 'import keras, hydra, omegaconf, mlflow' 2> /dev/null &&
+    compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$site" .whl/*.whl
 fi

@@ -70,6 +70,15 @@ def test_a_backend_that_is_missing_or_misspelt_is_named_with_the_fix(monkeypatch
     assert ".[torch]" in str(err.value)
 
 
+def test_a_trial_with_a_share_of_a_gpu_keeps_to_that_share_of_its_memory_on_jax():
+    assert backends.gpu_memory_env("jax", 0.25, {}) == {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.225"}
+    assert backends.gpu_memory_env("jax", 1, {}) == {}  # a whole GPU: JAX's own default
+    assert backends.gpu_memory_env("jax", 0, {}) == {}
+    assert backends.gpu_memory_env("tensorflow", 0.25, {}) == {}  # grows as it needs
+    mine = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}
+    assert backends.gpu_memory_env("jax", 0.25, mine) == {}  # the user's own setting wins
+
+
 def test_keras_backend_sets_the_default(monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     assert compose_config("train").backend == "jax"

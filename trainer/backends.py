@@ -20,6 +20,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+# Imported before Keras is: it reads whether the user asked for TensorFlow's native notices.
+from trainer.config.console import import_tensorflow, native_notices_hidden
 from trainer.config.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,10 @@ def choose(requested, model_target=None):
     return Backend(requested, "backend=" + requested)
 
 
-def start(backend, threads=None):
-    """Make `backend` Keras' backend, limit its CPU threads to `threads` (None: no limit)
-    and import Keras (TensorFlow without its native start-up notices)."""
+def start(backend, threads=None, gpu_share=None):
+    """Make `backend` Keras' backend, limit its CPU threads to `threads` (None: no limit),
+    its GPU memory to `gpu_share` of a GPU (a Ray trial's fractional `num_gpus`; None: the
+    backend's default) and import Keras (TensorFlow without its native start-up notices)."""
     if "keras" in sys.modules:
         import keras
 
@@ -96,16 +99,27 @@ def start(backend, threads=None):
         _limit_threads(backend.name, threads)
         return
     os.environ["KERAS_BACKEND"] = backend.name
+    os.environ.update(gpu_memory_env(backend.name, gpu_share, os.environ))
     _limit_threads(backend.name, threads)
     if backend.name == "tensorflow":
-        from trainer.config.console import import_tensorflow
-
         import_tensorflow()
     else:
         # JAX logs at INFO each accelerator it looks for and does not find (TPU, CUDA).
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         import keras
     log.info("Keras backend: %s (%s)", backend.name, backend.reason)
+
+
+def gpu_memory_env(name, share, environ):
+    """The variables that keep a trial given `share` of a GPU (0 < share < 1) within that
+    share of its memory: JAX takes 75 % of a GPU at its start, so a second trial on the same
+    GPU would fail. 90 % of the share (XLA's own bookkeeping needs the rest); nothing where
+    the user set the fraction, or for a whole GPU or none."""
+    if name != "jax" or not share or not 0 < float(share) < 1:
+        return {}
+    if "XLA_PYTHON_CLIENT_MEM_FRACTION" in environ:
+        return {}
+    return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 * float(share):.3f}"}
 
 
 def _limit_threads(name, threads):
@@ -150,8 +164,6 @@ def seed(value):
     installed, importing it on any backend: its native start-up notices are kept off the
     console here, as on TensorFlow."""
     import keras
-
-    from trainer.config.console import native_notices_hidden
 
     with native_notices_hidden():
         keras.utils.set_random_seed(value)

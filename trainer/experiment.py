@@ -161,7 +161,7 @@ def build(cfg, choices=None, trial=None, extra_callbacks=()) -> Experiment:
 
     backend = backends.choose(cfg.backend, cfg.model.get("_target_"))
     task, dataset, train_samples, sinks, saved = check(cfg, trial)
-    backends.start(backend, _threads(cfg.trainer.get("threads")))
+    backends.start(backend, _threads(cfg.trainer.get("threads")), _gpu_share())
     import keras
 
     keras.backend.clear_session()  # a sweep's jobs may share the process
@@ -220,6 +220,15 @@ def _callback_specs(cfg, length):
         instantiate_checked(f"callbacks.{name}", node, length=length)
         for name, node in (cfg.get("callbacks") or {}).items()
     )
+
+
+def _gpu_share():
+    """The GPUs a Ray trial reserved (`hydra.launcher.ray.remote.num_gpus`), or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or "ray" not in HydraConfig.get().launcher:
+        return None
+    return HydraConfig.get().launcher.ray.get("remote", {}).get("num_gpus")
 
 
 def _threads(threads):

@@ -48,6 +48,12 @@ class StepBuffer(keras.metrics.Metric):
         head = ops.stack([ops.cast(values[name], "float32") for name in rows.DEVICE_HEAD])
         row = ops.concatenate([head, ops.reshape(ops.cast(confusion, "float32"), (-1,))])
         index = ops.mod(ops.cast(step, "int32"), self.capacity)
+        if keras.backend.backend() == "tensorflow":
+            # In place: assigning a new table copies all of it every step, which TensorFlow's
+            # executor does not elide (5 % of the MLP's step on the CPU). JAX updates the
+            # table in place itself (the state it threads through the step is donated).
+            self.rows.value.scatter_nd_update([[index]], ops.expand_dims(row, 0))
+            return
         table = ops.convert_to_tensor(self.rows)
         self.rows.assign(ops.slice_update(table, (index, 0), ops.expand_dims(row, 0)))
 
@@ -89,12 +95,13 @@ class RecordingModel(keras.Model):
 
     The step is Keras' own (`super().train_step`); around it this reads the optimizer's
     step k and rate `schedule(k)` before the update, and the batch's own loss (not Keras'
-    running mean; the compiled loss function on the same predictions) and confusion matrix
+    running mean) and confusion matrix
     (from the compiled `metrics.MeanIoU`) from the same forward pass.
     """
 
     buffer = None
     _head = None  # (step, rate) of the step being traced
+    _loss = None  # its loss, where the backend lets it out of the gradient computation
 
     def attach(self, buffer, mean_iou, loss):
         """Record into `buffer`; `mean_iou` is the compiled `metrics.MeanIoU`, whose batch
@@ -111,7 +118,7 @@ class RecordingModel(keras.Model):
         try:
             return super().train_step(*args)
         finally:
-            self._head = None
+            self._head = self._loss = None
 
     def _step_and_rate(self, *args):
         """The optimizer's step and rate before this step's update, as tensors of the step."""
@@ -123,10 +130,23 @@ class RecordingModel(keras.Model):
         # A copy: PyTorch updates the variables in place after this read.
         return ops.copy(optimizer.iterations), ops.copy(optimizer.learning_rate)
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        # The step's own loss, where it is a value of the step itself (TensorFlow, PyTorch).
+        # Under JAX this runs inside `jax.grad`, whose values cannot leave it: there the row
+        # recomputes it from the same predictions, and XLA computes it once for both.
+        if self._head is not None and keras.backend.backend() != "jax":
+            self._loss = ops.stop_gradient(loss)
+        return loss
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if self._head is not None:
-            loss = self.batch_loss(y, y_pred, sample_weight)
+            loss = self._loss
+            if loss is None:
+                loss = self.batch_loss(y, y_pred, sample_weight)
             self.buffer.update_state(*self._head, loss, self.mean_iou.batch_confusion)
         return logs
 

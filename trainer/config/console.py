@@ -20,6 +20,9 @@ from pathlib import Path
 
 from trainer.config.errors import ConfigError
 
+# Whether the user asked for TensorFlow's native notices, read before anything imports Keras.
+_WANTS_TF_LOGS = bool(os.environ.get("LRLAB_TF_LOGS")) or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+
 
 def import_tensorflow():
     """Import TensorFlow and Keras once, without their native start-up notices."""
@@ -39,14 +42,11 @@ def native_notices_hidden():
     (and shown if the import fails), unless TensorFlow is already loaded or the user asked
     for them (`LRLAB_TF_LOGS=1`, or a `TF_CPP_MIN_LOG_LEVEL` of their own). Yields whether
     it hides them."""
-    if (
-        "tensorflow" in sys.modules
-        or os.environ.get("LRLAB_TF_LOGS")
-        or "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    ):
+    if "tensorflow" in sys.modules or _WANTS_TF_LOGS:
         yield False
         return
     # Level 3 keeps later native errors (the `cuInit` probe at the first op) quiet too.
+    # (Keras on JAX sets level 1 when it loads: the user's wish is read at import, above.)
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with _native_stderr_captured():
         yield True
