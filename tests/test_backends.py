@@ -133,3 +133,29 @@ def test_a_short_run_logs_every_step_once_with_the_schedules_rate_on(backend, wo
         lrs, [float(schedule(k)) for k in steps], rtol=1e-6, atol=1e-7 * max(lrs)
     )
     assert not (tmp_path / "run" / "resume").exists()  # a finished run has nothing to resume
+
+
+def test_a_plateau_reduction_reaches_the_compiled_step_on_jax(workdir):
+    """JAX compiles the step once: a scale the schedule kept to itself would stay at the
+    value it was traced with. The optimizer carries it, so each reduction takes effect."""
+    pytest.importorskip("jax")
+    out = run_trainer(
+        "backend=jax",
+        "model=mlp",
+        "schedule=constant",
+        "plateau=reduce",
+        "plateau.patience=0",
+        "plateau.min_delta=100",  # no epoch improves by that much: a reduction every epoch
+        "plateau.factor=0.5",
+        "trainer.epochs=3",
+        "trainer.limit_train_batches=10",
+        "sink=[csv]",
+        "hydra.run.dir=run",
+        cwd=workdir,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = (workdir / "run" / "steps.csv").read_text().splitlines()[1:]
+    rates = [float(line.split(",")[1]) for line in lines]
+    assert len(rates) == 30
+    # The first epoch sets the best value; the second's end lowers the scale for the third.
+    assert rates[:20] == [rates[0]] * 20 and rates[20:] == [rates[0] / 2] * 10
