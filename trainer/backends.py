@@ -27,6 +27,7 @@ from trainer.config.errors import ConfigError
 log = logging.getLogger(__name__)
 
 NAMES = ("tensorflow", "jax", "torch")
+SHOWN = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 # The backend `auto` picks per model (`_target_` of conf/model/), from the per-backend table
 # of docs/performance.md (bench/results/backends/, 2-core CPU): lrlab's own MLP trains several
 # times faster on JAX, its CNN several times faster on TensorFlow (oneDNN against XLA's CPU
@@ -96,8 +97,7 @@ def start(backend, threads=None, gpu_share=None):
                 "(hydra/launcher=local_parallel, submitit_local or ray), or run one "
                 "backend per command",
             )
-        _limit_threads(backend.name, threads)
-        return
+        return  # started by an earlier run (or trial) of this process, threads and all
     os.environ["KERAS_BACKEND"] = backend.name
     os.environ.update(gpu_memory_env(backend.name, gpu_share, os.environ))
     _limit_threads(backend.name, threads)
@@ -155,7 +155,7 @@ def _limit_threads(name, threads):
         # Set once per process: a second run in it keeps the first value.
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
-    log.info("%s: %d thread(s) per op", name, threads)
+    log.info("%s: %d thread(s) per op", SHOWN[name], threads)
 
 
 def seed(value):

@@ -159,9 +159,9 @@ def build(cfg, choices=None, trial=None, extra_callbacks=()) -> Experiment:
     from trainer import backends
     from trainer.config.build import instantiate_checked
 
-    backend = backends.choose(cfg.backend, cfg.model.get("_target_"))
+    backends.choose(cfg.backend, cfg.model.get("_target_"))  # a bad one before the checks
     task, dataset, train_samples, sinks, saved = check(cfg, trial)
-    backends.start(backend, _threads(cfg.trainer.get("threads")), _gpu_share())
+    backend = start_backend(cfg)
     import keras
 
     keras.backend.clear_session()  # a sweep's jobs may share the process
@@ -220,6 +220,17 @@ def _callback_specs(cfg, length):
         instantiate_checked(f"callbacks.{name}", node, length=length)
         for name, node in (cfg.get("callbacks") or {}).items()
     )
+
+
+def start_backend(cfg):
+    """Choose `cfg.backend` and start it (`trainer.backends`), with this run's threads and
+    share of a GPU; returns the `Backend`. `build` does it after its checks; a sweep's trial
+    first, since its pruning callback is a Keras class."""
+    from trainer import backends
+
+    backend = backends.choose(cfg.backend, cfg.model.get("_target_"))
+    backends.start(backend, _threads(cfg.trainer.get("threads")), _gpu_share())
+    return backend
 
 
 def _gpu_share():

@@ -237,6 +237,7 @@ def run(cfg, choices, trial):
     """Run one trial and return its `Outcome`; a failure is recorded (a FAILED run, its
     `trial.json`) and the sweep goes on. Only Ctrl-C (or SIGTERM) stops the sweep."""
     import trainer
+    from trainer.experiment import start_backend
     from trainer.stopping import Stopped
     from trainer.tracking import metadata
     from trainer.tracking.run import Ending
@@ -256,6 +257,7 @@ def run(cfg, choices, trial):
         return outcome
 
     try:
+        start_backend(cfg)  # before the trial's callbacks, Keras classes, are made
         results = trainer.run(
             cfg, choices, extra_callbacks=trial.callbacks(ending), trial=trial, ending=ending
         )
