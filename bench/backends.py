@@ -30,8 +30,9 @@ log = logging.getLogger("bench.backends")
 BACKENDS = ["tensorflow", "jax", "torch"]
 
 
-def measure(backend, model, steps, epochs):
-    """{variant: steps/s, "complete": bool} of one `throughput.py` process."""
+def throughput_results(backend, model, steps, epochs, reps=1, show_output=False):
+    """`bench/throughput.py --backend B --variants a b` in a process of its own: its JSON
+    results for `model` (bare Keras, "a", and lrlab, "b"). `bench/gpu_check.py` uses it too."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "one.json"
         command = [
@@ -44,7 +45,7 @@ def measure(backend, model, steps, epochs):
             "a",
             "b",
             "--reps",
-            "1",
+            str(reps),
             "--steps",
             str(steps),
             "--epochs",
@@ -52,8 +53,13 @@ def measure(backend, model, steps, epochs):
             "--json",
             str(out),
         ]
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        result = json.loads(out.read_text())["results"][model]
+        subprocess.run(command, check=True, capture_output=not show_output, text=True)
+        return json.loads(out.read_text())["results"][model]
+
+
+def measure(backend, model, steps, epochs):
+    """{variant: steps/s, "logged_every_step": bool} of one `throughput.py` process."""
+    result = throughput_results(backend, model, steps, epochs)
     return {
         "bare": result["a"]["median_steps_per_sec"],
         "lrlab": result["b"]["median_steps_per_sec"],

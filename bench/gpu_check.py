@@ -31,7 +31,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 logger = logging.getLogger("bench.gpu_check")
+
+from bench.backends import throughput_results  # noqa: E402
 
 
 def trainer(args, cwd, env=None):
@@ -63,30 +66,7 @@ def device():
 def throughput(models, steps, epochs, reps):
     results = {}
     for model in models:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "t.json"
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(ROOT / "bench" / "throughput.py"),
-                    "--backend=jax",
-                    "--models",
-                    model,
-                    "--variants",
-                    "a",
-                    "b",
-                    "--reps",
-                    str(reps),
-                    "--steps",
-                    str(steps),
-                    "--epochs",
-                    str(epochs),
-                    "--json",
-                    str(out),
-                ],
-                check=True,
-            )
-            r = json.loads(out.read_text())["results"][model]
+        r = throughput_results("jax", model, steps, epochs, reps, show_output=True)
         results[model] = {
             "bare_steps_per_sec": r["a"]["median_steps_per_sec"],
             "lrlab_steps_per_sec": r["b"]["median_steps_per_sec"],
