@@ -159,9 +159,9 @@ def build(cfg, choices=None, trial=None, extra_callbacks=()) -> Experiment:
     from trainer import backends
     from trainer.config.build import instantiate_checked
 
-    backends.choose(cfg.backend, cfg.model.get("_target_"))  # a bad one before the checks
+    backend = backends.choose(cfg.backend, cfg.model.get("_target_"))  # before the checks
     task, dataset, train_samples, sinks, saved = check(cfg, trial)
-    backend = start_backend(cfg)
+    start_backend(cfg, backend)
     import keras
 
     keras.backend.clear_session()  # a sweep's jobs may share the process
@@ -222,35 +222,24 @@ def _callback_specs(cfg, length):
     )
 
 
-def start_backend(cfg):
-    """Choose `cfg.backend` and start it (`trainer.backends`), with this run's threads and
-    share of a GPU; returns the `Backend`. `build` does it after its checks; a sweep's trial
-    first, since its pruning callback is a Keras class."""
+def start_backend(cfg, backend=None):
+    """Start `backend` (chosen from `cfg.backend` when not given; `trainer.backends`) with
+    this run's threads and share of a GPU; returns the `Backend`. `build` does it after its
+    checks; a sweep's trial first, since its pruning callback is a Keras class."""
     from trainer import backends
 
-    backend = backends.choose(cfg.backend, cfg.model.get("_target_"))
-    backends.start(backend, _threads(cfg.trainer.get("threads")), _gpu_share())
+    backend = backend or backends.choose(cfg.backend, cfg.model.get("_target_"))
+    launcher = _launcher()
+    ray = launcher.get("ray", {}).get("remote", {})  # a Ray trial's reserved resources
+    # CPU threads per op: `trainer.threads`, else the launcher's `cpus_per_task` (a parallel
+    # sweep) or a Ray trial's cores, else None (the backend's own default: all cores).
+    threads = cfg.trainer.get("threads") or launcher.get("cpus_per_task") or ray.get("num_cpus")
+    backends.start(backend, threads or None, ray.get("num_gpus"))
     return backend
 
 
-def _gpu_share():
-    """The GPUs a Ray trial reserved (`hydra.launcher.ray.remote.num_gpus`), or None."""
+def _launcher():
+    """Hydra's launcher config of this job ({} outside a Hydra job)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or "ray" not in HydraConfig.get().launcher:
-        return None
-    return HydraConfig.get().launcher.ray.get("remote", {}).get("num_gpus")
-
-
-def _threads(threads):
-    """CPU threads per op for this run: `trainer.threads`, else the launcher's
-    `cpus_per_task` (a parallel sweep) or a Ray trial's reserved cores, else None (the
-    backend's own default: all cores)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if threads is None and HydraConfig.initialized():
-        launcher = HydraConfig.get().launcher
-        threads = launcher.get("cpus_per_task")  # submitit's
-        if threads is None and "ray" in launcher:  # a Ray trial's reserved cores
-            threads = launcher.ray.get("remote", {}).get("num_cpus")
-    return threads or None
+    return HydraConfig.get().launcher if HydraConfig.initialized() else {}
