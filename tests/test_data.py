@@ -109,7 +109,7 @@ def test_epoch_batches_are_a_pure_function_of_seed_and_epoch():
 
     def epoch(batches, number, skip=0):
         batches.callback.on_epoch_begin(number)  # as Keras does, before the epoch's iterator
-        return [y.numpy().tolist() for _, y in batches.dataset(skip)]
+        return [np.asarray(y).tolist() for _, y in batches.dataset(skip)]
 
     def samples(epoch_batches):
         return [label for batch in epoch_batches for label in batch]

@@ -122,11 +122,10 @@ class EpochBatches:
             self.images, self.labels = tf.constant(images), tf.constant(labels)
             with tf.device("/CPU:0"):  # read by tf.data, which runs on the CPU
                 self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self._set = self.epoch.assign
+            set_epoch = self.epoch.assign
         else:
             self.epoch = _EpochNumber()
-            self._set = lambda number: setattr(self.epoch, "value", int(number))
-        set_epoch = self._set
+            set_epoch = lambda number: setattr(self.epoch, "value", int(number))  # noqa: E731
 
         class SetEpoch(keras.callbacks.Callback):
             def on_epoch_begin(self, number, logs=None):
