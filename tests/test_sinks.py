@@ -297,3 +297,52 @@ def test_a_takeover_shipping_the_line_still_in_flight_loses_nothing(tmp_path):
         assert run.data.params == params
         assert run.data.tags["lrlab.sweep.trial"] == str(attempt)
         spool.close()
+
+
+def test_the_yielding_uploader_leaves_artifacts_and_models_to_normal_priority(tmp_path):
+    # At nice 19 beside busy processes, a model's upload took minutes (126 s in CI) and the
+    # run's end waited on it: only per-step values are sent by the thread that yields.
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from trainer.tracking.spool import Shipper, Spool
+
+    class NiceAtUpload(MlflowClient):
+        """MLflow's client, noting the niceness of the thread each upload runs on."""
+
+        def __init__(self, uri):
+            super().__init__(uri)
+            self.nice = {}
+
+        def log_batch(self, run_id, metrics=(), **kwargs):
+            if metrics:
+                self.nice["metrics"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().log_batch(run_id, metrics=metrics, **kwargs)
+
+        def log_artifact(self, run_id, local_path, artifact_path=None):
+            self.nice["artifact"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().log_artifact(run_id, local_path, artifact_path)
+
+    client = NiceAtUpload(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("handover")).info.run_id
+    spool = Spool(tmp_path / "run")
+    spool.path.parent.mkdir()
+    spool.create({"run_id": run_id})
+    shipper = Shipper(spool, client, run_id, max_delay=600)  # no takeover for lateness
+    shipper.start()
+    try:
+        time.sleep(0.3)  # caught up (nothing to ship): it yields
+        spool.append({"metrics": [("train/lr", 0.1, 1, 0)]})
+        shipper.notify()
+        assert shipper.drain(30), shipper.error
+        (tmp_path / "table.csv").write_text("class,iou\n")
+        spool.append({"artifacts": [str(tmp_path / "table.csv")], "folder": None})
+        shipper.notify()
+        assert shipper.drain(30), shipper.error
+    finally:
+        shipper.stop()
+        spool.close()
+    normal = os.getpriority(os.PRIO_PROCESS, 0)
+    assert client.nice == {"metrics": Shipper.NICE, "artifact": normal}
+    assert [a.path for a in client.list_artifacts(run_id)] == ["table.csv"]

@@ -228,9 +228,15 @@ class Shipper:
     shipped is older than `max_delay` seconds, or the run is ending (`hurry`), a fresh thread
     at the creating thread's normal priority takes over (no thread can raise its own priority
     back without CAP_SYS_NICE, but a new one starts at its creator's), and drops to nice 19
-    itself once it has caught up. The new thread waits for the line the old one is sending
-    (one line at nice 19), so that no line is ever sent twice at once. A watchdog thread at
-    normal priority, nearly always asleep, checks the delay every second.
+    itself once it has caught up. The new thread waits for the line the old one is sending,
+    so that no line is ever sent twice at once; that wait is bounded because the yielding
+    thread sends only per-step values (one block of rows, what training makes while it
+    runs). Every other line (params, tags, artifacts, a model, the end) is rare and some are
+    heavy: a model's upload imports MLflow's model code and copies megabytes, which at nice
+    19 beside busy processes took minutes (CI: 126 s, the run's end waiting on it). The
+    yielding thread leaves such a line to a thread at normal priority, which the watchdog
+    starts. The watchdog, at normal priority and nearly always asleep, also checks the
+    delay every second.
     """
 
     BACKOFF = Backoff(0.5, 30.0)  # waits between tries while the store is away
@@ -252,6 +258,7 @@ class Shipper:
         self._written = collections.deque()  # (end offset, monotonic time) of unshipped lines
         self._worker = None  # the thread that ships now
         self._yielding = False  # whether that thread runs at nice NICE
+        self._handover = False  # the yielding thread met a line for normal priority
         self._watchdog = None
 
     def start(self):
@@ -302,7 +309,7 @@ class Shipper:
         """A new shipping thread at this thread's priority; the one before it stops after its
         current line (called with `_changed` held)."""
         self._worker = threading.Thread(target=self._run, name="mlflow-shipper", daemon=True)
-        self._yielding = False
+        self._yielding = self._handover = False
         self._worker.start()
         self._changed.notify_all()
 
@@ -312,7 +319,9 @@ class Shipper:
                 self._changed.wait(1.0)
                 oldest = self._written[0][1] if self._written else None
                 late = oldest is not None and time.monotonic() - oldest > self.max_delay
-                if late and self._yielding:
+                if self._handover and self._yielding:
+                    self._spawn()
+                elif late and self._yielding:
                     log.debug("shipping fell %.0f s behind: normal priority", self.max_delay)
                     self.takeovers += 1
                     self._spawn()
@@ -340,25 +349,21 @@ class Shipper:
             if at >= self.spool.end:
                 continue
             # One line at a time: a thread taking over waits for the line in flight (one
-            # line's upload at nice 19) rather than sending it again beside it, which MLflow
-            # does not take twice at once (a second insert of the same params breaks a
-            # unique key, a 400; a logged model would be made twice).
+            # block of per-step values at nice 19) rather than sending it again beside it,
+            # which MLflow does not take twice at once (a second insert of the same params
+            # breaks a unique key, a 400; a logged model would be made twice).
             with self._sending:
                 if self.offset != at:
                     continue  # the thread before this one shipped it
                 record, after = self.spool.read(at)
-                try:
-                    ship(self.client, self.run_id, record)
-                    err = None
-                except Exception as caught:
-                    err = caught
-                if err is None:
-                    with self._changed:
-                        self._mark(after)
-                        self.offset = after
-                        while self._written and self._written[0][0] <= after:
-                            self._written.popleft()
-                        self._changed.notify_all()
+                handover = yielding and "metrics" not in record
+                err = None if handover else self._ship(record, after)
+            if handover:  # for a thread at normal priority (see the class)
+                with self._changed:
+                    self._handover = True
+                    self._changed.notify_all()
+                    self._changed.wait_for(lambda: self._stopping or self._worker is not me)
+                continue
             if err is None:
                 delay = 0.0
                 self._came_back()
@@ -372,6 +377,21 @@ class Shipper:
             delay = self.BACKOFF.after(delay)
             with self._changed:
                 self._changed.wait_for(lambda: self._stopping or self._worker is not me, delay)
+
+    def _ship(self, record, after):
+        """Upload `record` and note that the store has the spool up to `after`; the error
+        instead, if the upload failed."""
+        try:
+            ship(self.client, self.run_id, record)
+        except Exception as err:
+            return err
+        with self._changed:
+            self._mark(after)
+            self.offset = after
+            while self._written and self._written[0][0] <= after:
+                self._written.popleft()
+            self._changed.notify_all()
+        return None
 
     def _mark(self, offset):
         """Record progress on disk; on a full disk, go on in memory (what reaches the store
