@@ -161,29 +161,3 @@ def test_a_plateau_reduction_reaches_the_compiled_step_on_jax(workdir):
     assert len(rates) == 30
     # The first epoch sets the best value; the second's end lowers the scale for the third.
     assert rates[:20] == [rates[0]] * 20 and rates[20:] == [rates[0] / 2] * 10
-
-
-@pytest.mark.slow
-def test_an_optuna_sweep_with_pruning_runs_on_jax(workdir):
-    """The trials run in the sweep's process (Hydra's basic launcher): the backend must be
-    started before a trial makes its Optuna pruning callback, a Keras class."""
-    pytest.importorskip("jax")
-    out = run_trainer(
-        "-m",
-        "sweep=clr_optuna",
-        "backend=jax",
-        "model=mlp",
-        "hydra.sweeper.n_trials=2",
-        "trainer.epochs=2",
-        "trainer.limit_train_batches=20",
-        "sink=[mlflow,csv]",
-        cwd=workdir,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 trials (2 finished, 0 failed, 0 killed)" in out.stdout + out.stderr
-    client, runs = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 2
-    for child in children:
-        assert child.data.tags["lrlab.backend"] == "jax"
-        assert [s for s, _ in mlflow_history(client, child, "train/lr")] == list(range(40))

@@ -438,7 +438,7 @@ def resumable_run(*extra, folder="run"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir, backend):
     from tests.project import compose_config
     from tests.tracking_stores import tensorboard_scalars

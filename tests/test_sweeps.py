@@ -216,7 +216,11 @@ def optuna_study(name, storage):
 
 
 @pytest.mark.slow
-def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir, backend):
+    # The trials run in the sweep's process (Hydra's basic launcher): on JAX and PyTorch the
+    # backend must be started before a trial makes its pruning callback, a Keras class.
+    pytest.importorskip(backend)
     storage = f"sqlite:///{workdir}/optuna.db"
     # A threshold pruner makes the outcome certain: at 1e-7 the validation accuracy after
     # the first epoch is near chance (pruned); at 3e-3 it is well above 0.3 (finished).
@@ -231,6 +235,7 @@ def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
             "hydra.sweeper.study_name=pruning",
             "~hydra.sweeper.pruner",
             "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.3}",
+            f"backend={backend}",
             epochs=3,
         ),
         cwd=workdir,
@@ -245,6 +250,7 @@ def test_an_optuna_search_prunes_poor_trials_and_records_them(workdir):
     for run in trials:
         number = int(run.data.tags["lrlab.optuna.trial"])
         assert run.data.tags["lrlab.optuna.study"] == "pruning"
+        assert run.data.tags["lrlab.backend"] == backend
         assert float(run.data.params["optimizer.learning_rate"]) == rates[number]
         if rates[number] == 1e-7:
             # Pruned after the first epoch: KILLED in MLflow, PRUNED in Optuna.

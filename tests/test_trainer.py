@@ -286,8 +286,13 @@ def test_an_exploding_loss_stops_as_diverged_and_saves_no_checkpoint(workdir):
 
 
 @pytest.mark.slow
-def test_a_diverged_run_ends_the_command_with_one_line_not_a_traceback(workdir):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_a_diverged_run_ends_the_command_with_one_line_not_a_traceback(workdir, backend):
+    # On JAX and PyTorch Keras clips the probabilities, so the loss of this run stays
+    # between 13 and 16.1 (never NaN, never 10 x the first 2.3): the cap stops it.
+    pytest.importorskip(backend)
     out = run_trainer(
+        f"backend={backend}",
         "model=mlp",
         "schedule=constant",
         "schedule.lr=1e10",  # NaN or an explosion at step 1
@@ -303,6 +308,28 @@ def test_a_diverged_run_ends_the_command_with_one_line_not_a_traceback(workdir):
     assert "at step 1 (learning rate 1e+10); the run is marked FAILED (lower the" in last
     _, (run,) = mlflow_runs(f"sqlite:///{workdir}/mlflow.db")
     assert run.info.status == "FAILED"
+    assert run.data.tags["lrlab.failed_at_step"] == "1"
+    assert run.data.tags["lrlab.backend"] == backend
+
+
+def test_the_explosion_threshold_is_capped_where_the_loss_is_bounded():
+    from trainer.callbacks import StopOnDivergence
+
+    def watched(losses, factor, ceiling=None):
+        stop = StopOnDivergence(factor, ceiling)
+        stop.set_model(type("Model", (), {"stop_training": False})())
+        n = len(losses)
+        stop.observe({"step": np.arange(n), "lr": np.full(n, 1e10), "loss": np.array(losses)})
+        return stop
+
+    diverged = [2.30, 13.1, 15.1, 16.1]  # JAX at lr=1e10: the loss is at most 16.12
+    assert watched(diverged, 10.0).step is None  # 23 is out of the loss's reach
+    capped = watched(diverged, 10.0, ceiling=16.118)
+    assert capped.step == 1 and "above 8.059, half the most" in capped.reason
+    # Below the cap the factor rules as before; null still means NaN only.
+    low = watched([2.3, 6.0, 7.0, 7.5], 3.0, ceiling=16.118)
+    assert low.step == 2 and "3 x the first step's 2.3" in low.reason
+    assert watched(diverged, None, ceiling=16.118).step is None
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ needs a launcher that starts a process per trial). `backend=auto` takes the back
 or the first installed one of `tensorflow, jax, torch` where that one is missing.
 
 Also here, what differs between backends outside the model: how many CPU threads a run's
-ops may use, and `sync` (JAX keeps the training state outside the Keras variables during an
-epoch; a callback that reads a variable mid-epoch must put it back first).
+ops may use, `sync` (JAX keeps the training state outside the Keras variables during an
+epoch; a callback that reads a variable mid-epoch must put it back first), and the largest
+crossentropy Keras reports (`crossentropy_ceiling`).
 """
 
 from __future__ import annotations
@@ -176,3 +177,19 @@ def sync(model):
     state_sync = getattr(model, "jax_state_sync", None)
     if state_sync is not None:
         state_sync()
+
+
+def crossentropy_ceiling():
+    """The largest per-example crossentropy Keras reports for a softmax output on the
+    running backend: None on TensorFlow, which computes it from the softmax's logits
+    (unbounded); -log(epsilon) on JAX and PyTorch, which clip the probabilities to
+    [epsilon, 1 - epsilon] (16.12 for Keras' epsilon 1e-7). A diverged classifier's loss
+    therefore sits near 16 there, where TensorFlow's grows without bound or turns NaN.
+    """
+    import math
+
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return None
+    return -math.log(keras.config.epsilon())

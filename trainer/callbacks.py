@@ -147,13 +147,20 @@ class StopOnDivergence(keras.callbacks.Callback):
     """Stops training at the first non-finite batch loss, or at the first above `factor`
     times the first step's loss (an exploding but finite loss; `factor=None`: NaN only).
 
+    Where the loss is bounded (`ceiling`, the most one example can add:
+    `backends.crossentropy_ceiling()`, -log(epsilon) = 16.12 on JAX and PyTorch) the
+    threshold is at most `ceiling / 2`: a batch loss above it means the true classes got
+    a geometric-mean probability below sqrt(epsilon) (3.2e-4 for 10 classes where chance
+    is 0.1). Without that cap a 10-class classifier (first loss ln 10 = 2.30, threshold 23
+    at `factor` 10) could never be stopped there: it diverges to losses of 13-16.
+
     It sees the batch losses through the `StepRecorder` (as its watcher), so it costs the
     training loop nothing; `step` and `reason` say where and why it stopped.
     """
 
-    def __init__(self, factor=None):
+    def __init__(self, factor=None, ceiling=None):
         super().__init__()
-        self.factor = factor
+        self.factor, self.ceiling = factor, ceiling
         self.first_loss = None
         self.step = None  # the first step whose loss was non-finite or exploded
         self.rate = None  # the learning rate that step trained at
@@ -174,13 +181,15 @@ class StopOnDivergence(keras.callbacks.Callback):
         bad = ~np.isfinite(losses)
         reason = "the loss became non-finite"
         if self.factor is not None and self.first_loss is not None:
-            exploded = np.isfinite(losses) & (losses > self.factor * self.first_loss)
+            limit = self.factor * self.first_loss
+            why = f"{self.factor:g} x the first step's {self.first_loss:.4g}"
+            if self.ceiling is not None and self.ceiling / 2 < limit:
+                limit = self.ceiling / 2
+                why = f"{limit:.4g}, half the most this backend's crossentropy reports"
+            exploded = np.isfinite(losses) & (losses > limit)
             if exploded.any() and (not bad.any() or exploded.argmax() < bad.argmax()):
                 bad = exploded
-                reason = (
-                    f"the loss exploded (above {self.factor:g} x the first step's "
-                    f"{self.first_loss:.4g})"
-                )
+                reason = f"the loss exploded (above {why})"
         if bad.any():
             at = int(bad.argmax())
             self.step, self.rate, self.reason = int(steps[at]), float(columns["lr"][at]), reason

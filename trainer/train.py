@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from metrics import MeanIoU
 from trainer import export, resume, stopping
+from trainer.backends import crossentropy_ceiling
 from trainer.batches import EpochBatches, batches
 from trainer.callback_group import RunContext
 from trainer.callbacks import (
@@ -148,7 +149,7 @@ class _Callbacks:
     def __init__(self, experiment, run, buffer, data, run_dir):
         t, saved = experiment.settings, experiment.resume_from
         self.start_step = saved[0]["step"] if saved else 0
-        self.divergence = StopOnDivergence(t.divergence_factor)
+        self.divergence = StopOnDivergence(t.divergence_factor, crossentropy_ceiling())
         flush_every = experiment.cfg.tracking.flush_every_steps
         self.recorder = StepRecorder(buffer, run.writer, flush_every, watchers=[self.divergence])
         self.recorder.recorded = self.start_step
@@ -327,7 +328,7 @@ def _diverged(run, divergence, run_name, description):
     )
     raise TrainingDiverged(
         f"{run_name}: {divergence.reason} {where}; the run is marked FAILED (lower "
-        "the learning rate, or raise trainer.divergence_factor)."
+        "the learning rate, or raise trainer.divergence_factor; null stops on NaN only)."
     )
 
 
