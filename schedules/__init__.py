@@ -22,10 +22,12 @@ _EXPORTS = {
     "CyclicalLR": "cyclical",
     "register_scale_fn": "cyclical",
     "ExponentialDecay": "exponential",
+    "InverseSqrt": "inverse_sqrt",
     "InverseTimeDecay": "inverse_time",
     "OneCycle": "one_cycle",
     "PiecewiseConstant": "piecewise",
     "ReduceOnPlateau": "plateau",
+    "Rex": "rex",
     "PolynomialDecay": "polynomial",
     "RangeTest": "range_test",
     "Sequence": "sequence",
@@ -33,6 +35,7 @@ _EXPORTS = {
     "SGDR": "sgdr",
     "StepDecay": "step",
     "LinearWarmup": "warmup",
+    "WarmupStableDecay": "wsd",
 }
 __all__ = sorted(_EXPORTS)
 

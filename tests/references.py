@@ -107,3 +107,41 @@ def range_test(k, min_lr, max_lr, num_steps, sweep="exponential"):
     if sweep == "exponential":
         return min_lr * (max_lr / min_lr) ** t
     return min_lr + (max_lr - min_lr) * t
+
+
+def _warmup(k, warmup_steps, warmup_start_lr, peak):
+    return warmup_start_lr + (peak - warmup_start_lr) * k / warmup_steps
+
+
+def wsd(
+    k,
+    initial_lr,
+    stable_steps,
+    decay_steps,
+    decay_shape="1-sqrt",
+    min_lr=0.0,
+    warmup_steps=0,
+    warmup_start_lr=0.0,
+):
+    # Phases found by scanning them, in order.
+    if k < warmup_steps:
+        return _warmup(k, warmup_steps, warmup_start_lr, initial_lr)
+    k -= warmup_steps
+    if k < stable_steps or decay_steps == 0:
+        return initial_lr
+    p = min(1.0, (k - stable_steps) / decay_steps)
+    left = {"linear": 1 - p, "cosine": (1 + math.cos(math.pi * p)) / 2, "1-sqrt": 1 - p**0.5}
+    return min_lr + (initial_lr - min_lr) * left[decay_shape]
+
+
+def rex(k, initial_lr, decay_steps, min_lr=0.0, beta=0.5, warmup_steps=0, warmup_start_lr=0.0):
+    if k < warmup_steps:
+        return _warmup(k, warmup_steps, warmup_start_lr, initial_lr)
+    z = 1 - min(1.0, (k - warmup_steps) / decay_steps)  # the fraction of the decay left
+    return min_lr + (initial_lr - min_lr) * z / ((1 - beta) + beta * z)
+
+
+def inverse_sqrt(k, initial_lr, timescale, warmup_steps=0, warmup_start_lr=0.0):
+    if k < warmup_steps:
+        return _warmup(k, warmup_steps, warmup_start_lr, initial_lr)
+    return initial_lr / math.sqrt(1 + (k - warmup_steps) / timescale)

@@ -87,6 +87,36 @@ CASES = [
             max_lr=0.1, total_steps=4000, anneal_strategy="linear", three_phase=True, pct_start=0.25
         ),
     ),
+    *[
+        (
+            S.WarmupStableDecay,
+            ref.wsd,
+            dict(
+                initial_lr=0.1,
+                warmup_steps=300,
+                warmup_start_lr=0.001,
+                stable_steps=2500,
+                decay_steps=1200,
+                decay_shape=shape,
+                min_lr=0.002,
+            ),
+        )
+        for shape in ("1-sqrt", "linear", "cosine")
+    ],
+    (S.WarmupStableDecay, ref.wsd, dict(initial_lr=0.1, stable_steps=0, decay_steps=4000)),
+    (S.WarmupStableDecay, ref.wsd, dict(initial_lr=0.1, stable_steps=100, decay_steps=0)),
+    (S.Rex, ref.rex, dict(initial_lr=0.1, decay_steps=4500)),
+    (
+        S.Rex,
+        ref.rex,
+        dict(initial_lr=0.1, decay_steps=3000, min_lr=0.001, beta=0.9, warmup_steps=500),
+    ),
+    (S.InverseSqrt, ref.inverse_sqrt, dict(initial_lr=0.1, timescale=400)),
+    (
+        S.InverseSqrt,
+        ref.inverse_sqrt,
+        dict(initial_lr=0.1, timescale=250, warmup_steps=250, warmup_start_lr=0.01),
+    ),
 ]
 
 
@@ -262,3 +292,81 @@ def test_curves_that_must_be_monotone_are():
     ]:
         values = curve(sched, 1000)
         assert np.all(np.diff(values) <= 0), sched
+
+
+# Hugging Face transformers 5.25's own numbers (`get_wsd_schedule(optimizer, 100,
+# num_decay_steps=200, num_stable_steps=600, decay_type=..., min_lr_ratio=0.1)` and
+# `get_inverse_sqrt_schedule(optimizer, 100[, timescale=400])` at lr 0.1, read before each
+# step as Keras reads ours), copied here; HF's warmup starts at the floor.
+HF_STEPS = [0, 1, 50, 99, 100, 101, 500, 699, 700, 701, 750, 850, 899, 900, 901, 1000]
+HF_WSD = {
+    "linear": [0.01, 0.0109, 0.055, 0.0991] + [0.1] * 5 + [0.09955, 0.0775, 0.0325, 0.01045],
+    "cosine": [0.01, 0.0109, 0.055, 0.0991]
+    + [0.1] * 5
+    + [0.09999444846167473, 0.08681980515339464, 0.023180194846605367, 0.010005551538325275],
+    "1-sqrt": [0.01, 0.0109, 0.055, 0.0991]
+    + [0.1] * 5
+    + [0.09363603896932109, 0.055, 0.022057713659400527, 0.010225281955329991],
+}
+HF_SQRT_STEPS = [0, 1, 50, 99, 100, 101, 200, 400, 1000, 5000]
+HF_INVERSE_SQRT = {
+    100: [
+        0.0,
+        0.001,
+        0.05,
+        0.099,
+        0.1,
+        0.09950371902099893,
+        0.07071067811865475,
+        0.05,
+        0.0316227766016838,
+        0.01414213562373095,
+    ],
+    400: [
+        0.0,
+        0.001,
+        0.05,
+        0.099,
+        0.1,
+        0.09987523388778446,
+        0.08944271909999159,
+        0.07559289460184544,
+        0.05547001962252292,
+        0.02747211278973781,
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(HF_WSD))
+def test_wsd_gives_hugging_faces_numbers(shape):
+    wsd = S.WarmupStableDecay(
+        0.1, 600, 200, shape, min_lr=0.01, warmup_steps=100, warmup_start_lr=0.01
+    )
+    golden = HF_WSD[shape] + [0.01] * 3  # the floor from the end of the decay on
+    np.testing.assert_allclose(eager_values(wsd, HF_STEPS), golden, rtol=1e-6)
+
+
+@pytest.mark.parametrize("timescale", sorted(HF_INVERSE_SQRT))
+def test_inverse_sqrt_gives_hugging_faces_numbers(timescale):
+    schedule = S.InverseSqrt(0.1, timescale, warmup_steps=100)
+    golden = HF_INVERSE_SQRT[timescale]
+    np.testing.assert_allclose(eager_values(schedule, HF_SQRT_STEPS), golden, rtol=1e-6, atol=1e-9)
+
+
+def test_rex_golden():
+    # (1 - p) / (1 - p / 2) at p = 0, 1/4, 1/2, 3/4, 1: 1, 6/7, 2/3, 2/5, 0.
+    rex = S.Rex(1.0, decay_steps=4)
+    np.testing.assert_allclose(eager_values(rex, range(6)), [1, 6 / 7, 2 / 3, 0.4, 0, 0], atol=1e-7)
+
+
+def test_linear_to_zero_is_the_linear_config():
+    from tests.project import compose_config
+    from trainer.config.build import from_config
+
+    cfg = compose_config("preview", ["schedule=linear", "schedule.warmup_steps=10"])
+    schedule = from_config(cfg, steps_per_epoch=10, run_steps=110)
+    values = eager_values(schedule, range(112))
+    peak = cfg.optimizer.learning_rate
+    expected = [ref.wsd(k, peak, 0, 100, "linear", warmup_steps=10) for k in range(112)]
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-7 * peak)
+    assert values[110] == 0.0 and values[109] > 0

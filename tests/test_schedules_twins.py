@@ -47,6 +47,36 @@ def optax_cases():
             S.PiecewiseConstant([100, 1000], [1.0, 0.5, 0.2]),
             optax.piecewise_constant_schedule(1.0, {101: 0.5, 1001: 0.4}),
         ),
+        # WSD with a linear or cosine cooldown: optax has no WSD, but joins its pieces.
+        (
+            S.WarmupStableDecay(0.1, 2500, 1200, "linear", 0.002, 300, 0.001),
+            optax.join_schedules(
+                [
+                    optax.linear_schedule(0.001, 0.1, 300),
+                    optax.constant_schedule(0.1),
+                    optax.linear_schedule(0.1, 0.002, 1200),
+                ],
+                [300, 2800],
+            ),
+        ),
+        (
+            S.WarmupStableDecay(0.1, 2500, 1200, "cosine", 0.002, 300, 0.001),
+            optax.join_schedules(
+                [
+                    optax.linear_schedule(0.001, 0.1, 300),
+                    optax.constant_schedule(0.1),
+                    optax.cosine_decay_schedule(0.1, 1200, alpha=0.02),
+                ],
+                [300, 2800],
+            ),
+        ),
+        (  # linear decay to zero (conf/schedule/linear.yaml)
+            S.WarmupStableDecay(0.1, 0, 4500, "linear", warmup_steps=500),
+            optax.join_schedules(
+                [optax.linear_schedule(0.0, 0.1, 500), optax.linear_schedule(0.1, 0.0, 4500)],
+                [500],
+            ),
+        ),
     ]
 
 
@@ -103,6 +133,24 @@ TORCH_CASES = [
         4000,
     ),
     (S.PolynomialDecay(0.1, 1500, 0.0, power=2.0), lambda s, o: s.PolynomialLR(o, 1500, 2.0), N),
+    (  # WSD with a linear cooldown, from PyTorch's pieces (its warmup cannot start at 0)
+        S.WarmupStableDecay(0.1, 2500, 1200, "linear", 0.002, 300, 0.001),
+        lambda s, o: s.SequentialLR(
+            o,
+            [
+                s.LinearLR(o, 0.01, 1.0, 300),
+                s.ConstantLR(o, 1.0, 0),
+                s.LinearLR(o, 1.0, 0.02, 1200),
+            ],
+            [300, 2800],
+        ),
+        N,
+    ),
+    (  # linear decay to zero (conf/schedule/linear.yaml)
+        S.WarmupStableDecay(0.1, 0, 4500, "linear"),
+        lambda s, o: s.LinearLR(o, 1.0, 0.0, 4500),
+        N,
+    ),
 ]
 
 
