@@ -50,6 +50,31 @@ def test_every_family_matches_its_references_on(backend):
     assert " passed" in out.stdout and " failed" not in out.stdout
 
 
+@pytest.mark.parametrize("backend", OTHERS)
+def test_the_optimizers_match_their_references_and_swap_their_weights_on(backend):
+    """tests/test_optimizers.py on `backend`: schedule-free AdamW against the reference
+    package, Prodigy and D-Adaptation against optax.contrib (float64: JAX_ENABLE_X64), and a
+    schedule-free run reporting its averaged weights."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_optimizers.py",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout
+
+
 def test_auto_takes_the_fastest_measured_for_the_model_and_what_is_installed(monkeypatch):
     assert backends.choose("auto", "trainer.models.cnn").name == "tensorflow"
     mlp = backends.choose("auto", "trainer.models.mlp")

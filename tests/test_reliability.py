@@ -438,15 +438,28 @@ def resumable_run(*extra, folder="run"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(workdir, backend):
+@pytest.mark.parametrize(
+    "backend,extra",
+    [
+        ("tensorflow", ()),
+        ("jax", ()),
+        ("torch", ()),
+        # Its state (z, the averaging weights) and the early stop's best optimizer state
+        # travel in the checkpoint; validation at x must not leak into training at y.
+        ("tensorflow", ("optimizer=schedule_free_adamw", "schedule=constant")),
+    ],
+    ids=["tensorflow", "jax", "torch", "schedule_free"],
+)
+def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(
+    workdir, backend, extra
+):
     from tests.project import compose_config
     from tests.tracking_stores import tensorboard_scalars
     from trainer.config.build import from_config
 
     pytest.importorskip(backend)
     uri = f"sqlite:///{workdir}/mlflow.db"
-    argv, env = resumable_run(f"tracking.uri={uri}", f"backend={backend}")
+    argv, env = resumable_run(f"tracking.uri={uri}", f"backend={backend}", *extra)
     run_dir = workdir / "run"
     trainer = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True)
     try:
@@ -491,7 +504,7 @@ def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(w
     # The rate at every step is the schedule's at that step: the optimizer's step counter
     # came back with the model. (To float32 resolution: training compiles the schedule with
     # XLA, which moves the last bit; tests/test_schedules_contract.py.)
-    cfg = compose_config("train", ["model=cnn", "trainer.epochs=3"])
+    cfg = compose_config("train", ["model=cnn", "trainer.epochs=3", *extra])
     schedule = from_config(cfg, steps_per_epoch=100, run_steps=300)
     lrs = [v for _, v in mlflow_history(client, run, "train/lr")]
     np.testing.assert_allclose(
@@ -501,7 +514,10 @@ def test_a_run_killed_mid_epoch_resumes_into_the_same_run_with_every_step_once(w
 
     # And it trained on the very batches an uninterrupted run trains on: the same losses.
     argv, env = resumable_run(
-        f"tracking.uri=sqlite:///{workdir}/straight.db", f"backend={backend}", folder="straight"
+        f"tracking.uri=sqlite:///{workdir}/straight.db",
+        f"backend={backend}",
+        *extra,
+        folder="straight",
     )
     straight = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr[-3000:]

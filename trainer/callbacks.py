@@ -8,6 +8,7 @@ Ctrl-C that stops between steps, and the checkpoints for `trainer.resume` (their
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 
 from trainer import backends, resume, stopping
+from trainer.optimizers import evaluation_weights
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,8 @@ class TestCurve(EveryNSteps):
     def evaluate(self, step):
         began = time.perf_counter()
         backends.sync(self.model)
-        probs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        with evaluation_weights(self.model):
+            probs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
         picked = probs[np.arange(len(self.y)), self.y]
         values = {
             "test/accuracy": float(np.mean(np.argmax(probs, axis=1) == self.y)),
@@ -225,7 +228,8 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         if self.divergence.step is not None:
             return
         best = self.best
-        super().on_epoch_end(epoch, logs)
+        with evaluation_weights(self.model):
+            super().on_epoch_end(epoch, logs)
         if self.best != best:
             log.info(
                 "epoch %d: %s improved to %.4g; saved %s",
@@ -243,12 +247,17 @@ class EarlyStop(keras.callbacks.EarlyStopping):
     `restore(state)` carries a state into the next `on_train_begin` (where Keras' own resets
     it); the best weights are put back only at the end of the last part (`last_part`), or
     where training stops early.
+
+    With an optimizer whose evaluation weights depend on its state (schedule-free: x from
+    the weights y and its z), the best epoch's optimizer state is kept and put back too, so
+    that the x evaluated and saved after training is the best epoch's.
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.last_part = True
         self._carried = None
+        self.best_optimizer = None  # the optimizer's variables at the best epoch, if needed
 
     def state(self):
         return {
@@ -257,7 +266,15 @@ class EarlyStop(keras.callbacks.EarlyStopping):
             "best": None if self.best is None else float(self.best),
             "best_epoch": int(getattr(self, "best_epoch", 0)),
             "best_weights": list(self.best_weights or []),
+            "best_optimizer": list(self.best_optimizer or []),
         }
+
+    def on_epoch_end(self, epoch, logs=None):
+        kept = self.best_weights
+        super().on_epoch_end(epoch, logs)
+        optimizer = self.model.optimizer
+        if self.best_weights is not kept and hasattr(optimizer, "evaluation_weights"):
+            self.best_optimizer = [np.asarray(v.numpy()) for v in optimizer.variables]
 
     def restore(self, state):
         self._carried = state
@@ -269,10 +286,29 @@ class EarlyStop(keras.callbacks.EarlyStopping):
             self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
             self.best, self.best_epoch = state["best"], state["best_epoch"]
             self.best_weights = list(state["best_weights"]) or None
+            self.best_optimizer = list(state.get("best_optimizer", [])) or None
 
     def on_train_end(self, logs=None):
         if self.last_part or self.model.stop_training:
             super().on_train_end(logs)
+            if self.best_weights is not None and self.best_optimizer is not None:
+                for variable, value in zip(self.model.optimizer.variables, self.best_optimizer):
+                    variable.assign(value)
+
+
+class ValidateAtEvaluationWeights(keras.callbacks.Callback):
+    """Validation inside `fit` at the weights the optimizer says to evaluate (schedule-free:
+    the average x), and training on at its own (y) after it."""
+
+    def __init__(self):
+        super().__init__()
+        self._swapped = contextlib.ExitStack()
+
+    def on_test_begin(self, logs=None):
+        self._swapped.enter_context(evaluation_weights(self.model))
+
+    def on_test_end(self, logs=None):
+        self._swapped.close()
 
 
 class TrainingInterrupted(Exception):

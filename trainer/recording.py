@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from trainer import backends
+from trainer.optimizers import step_rate
 from trainer.tracking import rows
 
 
@@ -55,7 +56,9 @@ class StepBuffer(keras.metrics.Metric):
             self.rows.value.scatter_nd_update([[index]], ops.expand_dims(row, 0))
             return
         table = ops.convert_to_tensor(self.rows)
-        self.rows.assign(ops.slice_update(table, (index, 0), ops.expand_dims(row, 0)))
+        # Both indices int32: a literal 0 is int64 under JAX_ENABLE_X64, which JAX refuses.
+        start = (index, ops.zeros_like(index))
+        self.rows.assign(ops.slice_update(table, start, ops.expand_dims(row, 0)))
 
     def result(self):
         return {}
@@ -94,7 +97,8 @@ class RecordingModel(keras.Model):
     """A functional model whose train step also records the step's row in a `StepBuffer`.
 
     The step is Keras' own (`super().train_step`); around it this reads the optimizer's
-    step k and rate `schedule(k)` before the update, and the batch's own loss (not Keras'
+    step k and rate before the update (`schedule(k)`, or a parameter-free optimizer's
+    estimated step size: `trainer.optimizers.step_rate`), and the batch's own loss (not Keras'
     running mean) and confusion matrix
     (from the compiled `metrics.MeanIoU`) from the same forward pass.
     """
@@ -126,9 +130,9 @@ class RecordingModel(keras.Model):
         if len(args) == 2:  # JAX: the optimizer's variables are in the state passed in
             state = list(zip(optimizer.variables, args[0][2]))
             with keras.StatelessScope(state_mapping=state):
-                return ops.copy(optimizer.iterations), ops.copy(optimizer.learning_rate)
+                return ops.copy(optimizer.iterations), ops.copy(step_rate(optimizer))
         # A copy: PyTorch updates the variables in place after this read.
-        return ops.copy(optimizer.iterations), ops.copy(optimizer.learning_rate)
+        return ops.copy(optimizer.iterations), ops.copy(step_rate(optimizer))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(

@@ -22,7 +22,9 @@ from trainer.callbacks import (
     StopOnInterrupt,
     TestCurve,
     TrainingInterrupted,
+    ValidateAtEvaluationWeights,
 )
+from trainer.optimizers import evaluation_weights
 from trainer.recording import StepBuffer, recording
 from trainer.report import plot_lr_and_loss, write_iou_table
 from trainer.stopping import TrainingDiverged
@@ -103,11 +105,12 @@ def train(experiment, loaded=None, extra_tags=None, child_runs=(), ending=None) 
             _diverged(run, parts.divergence, opened.name, opened.description)
 
         steps = parts.recorder.recorded
-        final = _evaluate(model, mean_iou, data, t.eval_batch_size, history)
-        run.writer.scalars(final, steps)  # at the number of steps trained
-        if parts.curve is not None:  # what the test curve cost, for a benchmark to take out
-            run.writer.scalars({"time/test_curve_s": parts.curve.seconds}, steps)
-        _keep(run, model, experiment, run_dir, data, mean_iou, steps)
+        with evaluation_weights(model):  # schedule-free: the average x, tested and kept
+            final = _evaluate(model, mean_iou, data, t.eval_batch_size, history)
+            run.writer.scalars(final, steps)  # at the number of steps trained
+            if parts.curve is not None:  # what the test curve cost, for a benchmark
+                run.writer.scalars({"time/test_curve_s": parts.curve.seconds}, steps)
+            _keep(run, model, experiment, run_dir, data, mean_iou, steps)
         run.writer.tags(metadata.finished_note(opened.description, final["test/accuracy"], steps))
         final["trained_steps"] = steps
         resume.remove(run_dir)  # a finished run has nothing to resume
@@ -137,6 +140,9 @@ def _compiled(experiment):
         steps_per_execution=t.steps_per_execution,
         jit_compile=t.jit_compile,
     )
+    # Built now rather than inside the first traced step (TensorFlow builds it there): the
+    # recorded rate of a parameter-free optimizer reads its estimate before the update.
+    model.optimizer.build(model.trainable_variables)
     return model, buffer, mean_iou
 
 
@@ -176,6 +182,7 @@ class _Callbacks:
         self.all = [
             self.recorder,
             self.divergence,
+            ValidateAtEvaluationWeights(),
             *experiment.extra_callbacks,  # a benchmark's epoch timer: before any saving
             *(cb for cb in chosen if cb not in saver),
             *experiment.schedule_callbacks,
