@@ -50,6 +50,7 @@ def test_every_family_matches_its_references_on(backend):
     assert " passed" in out.stdout and " failed" not in out.stdout
 
 
+@pytest.mark.slow  # 40 s and 27 s: the default run has the same tests on TensorFlow
 @pytest.mark.parametrize("backend", OTHERS)
 def test_the_optimizers_match_their_references_and_swap_their_weights_on(backend):
     """tests/test_optimizers.py on `backend`: schedule-free AdamW against the reference
