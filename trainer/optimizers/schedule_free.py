@@ -76,7 +76,8 @@ class ScheduleFreeAdamW(WholeStepOptimizer):
             raise ValueError(
                 f"Argument `weight_decay` must be >= 0. Received: weight_decay={weight_decay!r}"
             )
-        # Keras' own weight_decay is decoupled at x; the reference's is taken at y, below.
+        # Not Keras' own weight_decay, which would shrink y before each update, outside the
+        # step: the reference adds it to the normalised gradient, taken at y (update_step).
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.decay_at_y, self.weight_lr_power = weight_decay, weight_lr_power
