@@ -343,6 +343,7 @@ def test_an_exception_keeps_every_step_and_marks_the_run_failed(workdir):
     assert_every_step_once(workdir, run, client, 9)
 
 
+@pytest.mark.slow  # 20 s; tests/test_reliability.py has Ctrl-C and SIGTERM in depth (slow too)
 def test_ctrl_c_keeps_every_step_and_marks_the_run_killed(workdir):
     argv, env = trainer_command(
         "model=mlp",

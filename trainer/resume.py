@@ -53,13 +53,19 @@ def remove(run_dir):
         checkpoint.parent.rmdir()
 
 
-def model_variables(model):
-    """Every variable a checkpoint holds, by group, in Keras' own (stable) order."""
-    return {
+def model_variables(model, step=None):
+    """Every variable a checkpoint holds, by group, in Keras' own (stable) order.
+
+    At step 0 the model's alone: the optimizer's and metrics' variables hold their initial
+    values then (the optimizer's copies of the first weights come from the same seed), so
+    the checkpoint a new run starts with stays the size of the model (an optimizer built
+    before the first step, as lrlab builds it, would triple it for Adam)."""
+    groups = {
         "model": list(model.trainable_variables) + list(model.non_trainable_variables),
         "optimizer": list(model.optimizer.variables),
         "metrics": list(model.metrics_variables),
     }
+    return {"model": groups["model"]} if step == 0 else groups
 
 
 def save(path, model, step, parts, meta):
@@ -67,7 +73,7 @@ def save(path, model, step, parts, meta):
     from keras import ops
 
     arrays = {}
-    for group, variables in model_variables(model).items():
+    for group, variables in model_variables(model, step).items():
         for i, variable in enumerate(variables):
             arrays[f"{group}/{i}"] = ops.convert_to_numpy(variable)
     states = {}
@@ -114,11 +120,8 @@ def restore(model, meta, arrays, parts, path):
     and hand each part its state.
 
     A checkpoint of step 0 (`ResumeCheckpoint` saves one as a new run starts) holds the
-    model's variables only where it counts: Keras builds the optimizer's and metrics'
-    variables at the first step, and at step 0 they hold their initial values anyway."""
-    groups = model_variables(model)
-    if meta["step"] == 0:
-        groups = {"model": groups["model"]}
+    model's variables only (`model_variables`)."""
+    groups = model_variables(model, meta["step"])
     for group, variables in groups.items():
         saved = [key for key in arrays if key.startswith(f"{group}/")]
         if len(saved) != len(variables):
