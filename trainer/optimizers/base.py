@@ -65,3 +65,63 @@ class WholeStepOptimizer(keras.optimizers.Optimizer):
         k1 = ops.cast(self.iterations + 1, dtype)
         b1, b2 = constant(beta_1, dtype), constant(beta_2, dtype)
         return ops.sqrt(1 - b2**k1) / (1 - b1**k1)
+
+
+class EstimatedStepOptimizer(WholeStepOptimizer):
+    """What Prodigy and D-Adaptation share: AdamW's moments, a weighted gradient sum s, and
+    the estimate D of the step size (with D as the step began, and the estimate's
+    numerator r). `learning_rate` multiplies D; `step_size()` is what `train/lr` logs."""
+
+    def __init__(self, learning_rate, beta_1, beta_2, epsilon, d0, weight_decay, name, **kwargs):
+        for key, value in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0 <= value < 1:
+                raise ValueError(f"Argument `{key}` must be in [0, 1). Received: {key}={value!r}")
+        for key, value in (("epsilon", epsilon), ("d0", d0)):
+            if not value > 0:
+                raise ValueError(f"Argument `{key}` must be > 0. Received: {key}={value!r}")
+        if not weight_decay >= 0:
+            raise ValueError(
+                f"Argument `weight_decay` must be >= 0. Received: weight_decay={weight_decay!r}"
+            )
+        # Keras' own weight_decay is not scaled by D: the decay is applied in update_step.
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon, self.d0 = beta_1, beta_2, epsilon, d0
+        self.decoupled_decay = weight_decay
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m = [self.add_variable_from_reference(v, "exp_avg") for v in var_list]
+        self._v = [self.add_variable_from_reference(v, "exp_avg_sq") for v in var_list]
+        self._s = [self.add_variable_from_reference(v, "grad_sum") for v in var_list]
+        # The estimate in the weights' precision (float64 weights: a float64 D).
+        dtype = var_list[0].dtype if var_list else None
+        self._d = self.add_variable((), dtype=dtype, name="d")
+        # Assigned, not a Constant initializer, which makes 1e-6 in float32 first.
+        self.assign(self._d, constant(self.d0, self._d.dtype))
+        self._d_step = self.add_variable((), dtype=dtype, name="d_of_step")  # D before the step
+        self._r = self.add_variable((), dtype=dtype, name="numerator_weighted")
+
+    def step_size(self):
+        """The effective rate of the coming step, `D * learning_rate(k)` (float32)."""
+        return ops.cast(self._d, "float32") * ops.cast(self.learning_rate, "float32")
+
+    def scaled_rate(self, d, learning_rate):
+        """`dlr = D * learning_rate(k) * bc_k`, in D's dtype (Adam's bias correction bc)."""
+        return (
+            d
+            * ops.cast(learning_rate, d.dtype)
+            * self.bias_correction(self.beta_1, self.beta_2, d.dtype)
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            d0=self.d0,
+            weight_decay=self.decoupled_decay,
+        )
+        return config

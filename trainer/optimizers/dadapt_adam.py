@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from trainer.optimizers.base import WholeStepOptimizer, constant, larger, read
+from trainer.optimizers.base import EstimatedStepOptimizer, constant, larger, read
 
 
 @keras.saving.register_keras_serializable(package="lrlab")
-class DAdaptAdam(WholeStepOptimizer):
+class DAdaptAdam(EstimatedStepOptimizer):
     """D-Adaptation for AdamW (Defazio & Mishchenko, "Learning-Rate-Free Learning by
     D-Adaptation", ICML 2023), as optax.contrib's `dadapt_adamw` computes it.
 
@@ -50,46 +50,12 @@ class DAdaptAdam(WholeStepOptimizer):
         name="dadapt_adam",
         **kwargs,
     ):
-        for key, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= value < 1:
-                raise ValueError(f"Argument `{key}` must be in [0, 1). Received: {key}={value!r}")
-        for key, value in (("epsilon", epsilon), ("d0", d0)):
-            if not value > 0:
-                raise ValueError(f"Argument `{key}` must be > 0. Received: {key}={value!r}")
-        if not weight_decay >= 0:
-            raise ValueError(
-                f"Argument `weight_decay` must be >= 0. Received: weight_decay={weight_decay!r}"
-            )
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.beta_1, self.beta_2, self.epsilon, self.d0 = beta_1, beta_2, epsilon, d0
-        self.decoupled_decay = weight_decay
-
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._m = [self.add_variable_from_reference(v, "exp_avg") for v in var_list]
-        self._v = [self.add_variable_from_reference(v, "exp_avg_sq") for v in var_list]
-        self._s = [self.add_variable_from_reference(v, "grad_sum") for v in var_list]
-        dtype = var_list[0].dtype if var_list else None
-        self._d = self.add_variable((), dtype=dtype, name="d")
-        # Assigned, not a Constant initializer, which makes 1e-6 in float32 first.
-        self.assign(self._d, constant(self.d0, self._d.dtype))
-        self._d_step = self.add_variable((), dtype=dtype, name="d_of_step")  # D before the step
-        self._r = self.add_variable((), dtype=dtype, name="numerator_weighted")
-
-    def step_size(self):
-        """The effective rate of the coming step, `D * learning_rate(k)` (float32)."""
-        return ops.cast(self._d, "float32") * ops.cast(self.learning_rate, "float32")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, d0, weight_decay, name, **kwargs)
 
     def before_updates(self, grads, variables):
         d = read(self._d)
         b = self.beta_2**0.5
-        dlr = (
-            d
-            * ops.cast(self.learning_rate, d.dtype)
-            * self.bias_correction(self.beta_1, self.beta_2, d.dtype)
-        )
+        dlr = self.scaled_rate(d, self.learning_rate)
         inner, norm = 0.0, 0.0
         for g, v in zip(grads, variables):  # with s and the squares before this step
             s, sq, dtype = self.state_of(v, self._s), self.state_of(v, self._v), v.dtype
@@ -109,11 +75,7 @@ class DAdaptAdam(WholeStepOptimizer):
         g = ops.cast(gradient, dtype)
         d = ops.cast(read(self._d_step), dtype)
         beta_1, beta_2 = constant(self.beta_1, dtype), constant(self.beta_2, dtype)
-        dlr = (
-            d
-            * ops.cast(learning_rate, dtype)
-            * self.bias_correction(self.beta_1, self.beta_2, dtype)
-        )
+        dlr = self.scaled_rate(d, learning_rate)
         m, v = self.state_of(variable, self._m), self.state_of(variable, self._v)
         m_next = beta_1 * read(m) + (1 - beta_1) * dlr * g
         v_next = beta_2 * read(v) + (1 - beta_2) * ops.square(g)
@@ -124,14 +86,3 @@ class DAdaptAdam(WholeStepOptimizer):
         if self.decoupled_decay:
             step = step + constant(self.decoupled_decay, dtype) * dlr * w
         self.assign(variable, w - step)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            beta_1=self.beta_1,
-            beta_2=self.beta_2,
-            epsilon=self.epsilon,
-            d0=self.d0,
-            weight_decay=self.decoupled_decay,
-        )
-        return config

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from trainer.optimizers.base import WholeStepOptimizer, constant, larger, read
+from trainer.optimizers.base import EstimatedStepOptimizer, constant, larger, read
 
 
 @keras.saving.register_keras_serializable(package="lrlab")
-class Prodigy(WholeStepOptimizer):
+class Prodigy(EstimatedStepOptimizer):
     """Prodigy (Mishchenko & Defazio, "Prodigy: An Expeditiously Adaptive Parameter-Free
     Learner", ICML 2024), as optax.contrib's `prodigy` computes it.
 
@@ -55,23 +55,12 @@ class Prodigy(WholeStepOptimizer):
         name="prodigy",
         **kwargs,
     ):
-        for key, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= value < 1:
-                raise ValueError(f"Argument `{key}` must be in [0, 1). Received: {key}={value!r}")
         if beta_3 is not None and not 0 <= beta_3 < 1:
             raise ValueError(f"Argument `beta_3` must be in [0, 1). Received: beta_3={beta_3!r}")
-        for key, value in (("epsilon", epsilon), ("d0", d0), ("d_coef", d_coef)):
-            if not value > 0:
-                raise ValueError(f"Argument `{key}` must be > 0. Received: {key}={value!r}")
-        if not weight_decay >= 0:
-            raise ValueError(
-                f"Argument `weight_decay` must be >= 0. Received: weight_decay={weight_decay!r}"
-            )
-        # Keras' own weight_decay is not scaled by D: the decay is applied here instead.
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.beta_1, self.beta_2, self.beta_3 = beta_1, beta_2, beta_3
-        self.epsilon, self.d0, self.d_coef = epsilon, d0, d_coef
-        self.decoupled_decay = weight_decay
+        if not d_coef > 0:
+            raise ValueError(f"Argument `d_coef` must be > 0. Received: d_coef={d_coef!r}")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, d0, weight_decay, name, **kwargs)
+        self.beta_3, self.d_coef = beta_3, d_coef
 
     @property
     def _beta_3(self):
@@ -81,31 +70,13 @@ class Prodigy(WholeStepOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._m = [self.add_variable_from_reference(v, "exp_avg") for v in var_list]
-        self._v = [self.add_variable_from_reference(v, "exp_avg_sq") for v in var_list]
-        self._s = [self.add_variable_from_reference(v, "grad_sum") for v in var_list]
         self._w0 = [self.add_variable_from_reference(v, "initial") for v in var_list]
         for w0, v in zip(self._w0, var_list):
             self.assign(w0, ops.copy(v))  # a buffer of its own: JAX donates each
-        # The estimate in the weights' precision (float64 weights: a float64 D).
-        dtype = var_list[0].dtype if var_list else None
-        self._d = self.add_variable((), dtype=dtype, name="d")
-        # Assigned, not a Constant initializer, which makes 1e-6 in float32 first.
-        self.assign(self._d, constant(self.d0, self._d.dtype))
-        self._d_step = self.add_variable((), dtype=dtype, name="d_of_step")  # D before the step
-        self._r = self.add_variable((), dtype=dtype, name="numerator_weighted")
-
-    def step_size(self):
-        """The effective rate of the coming step, `D * learning_rate(k)` (float32)."""
-        return ops.cast(self._d, "float32") * ops.cast(self.learning_rate, "float32")
 
     def before_updates(self, grads, variables):
         d, beta_3 = read(self._d), self._beta_3
-        dlr = (
-            d
-            * ops.cast(self.learning_rate, d.dtype)
-            * self.bias_correction(self.beta_1, self.beta_2, d.dtype)
-        )
+        dlr = self.scaled_rate(d, self.learning_rate)
         inner = sum(
             ops.sum(
                 ops.cast(g, d.dtype) * ops.cast(read(self.state_of(v, self._w0)) - read(v), d.dtype)
@@ -129,11 +100,7 @@ class Prodigy(WholeStepOptimizer):
         g = ops.cast(gradient, dtype)
         d, d_next = ops.cast(read(self._d_step), dtype), ops.cast(read(self._d), dtype)
         beta_1, beta_2 = constant(self.beta_1, dtype), constant(self.beta_2, dtype)
-        dlr = (
-            d
-            * ops.cast(learning_rate, dtype)
-            * self.bias_correction(self.beta_1, self.beta_2, dtype)
-        )
+        dlr = self.scaled_rate(d, learning_rate)
         m, v = self.state_of(variable, self._m), self.state_of(variable, self._v)
         m_next = beta_1 * read(m) + (1 - beta_1) * d * g
         v_next = beta_2 * read(v) + (1 - beta_2) * ops.square(d * g)
@@ -147,13 +114,5 @@ class Prodigy(WholeStepOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            beta_1=self.beta_1,
-            beta_2=self.beta_2,
-            beta_3=self.beta_3,
-            epsilon=self.epsilon,
-            d0=self.d0,
-            d_coef=self.d_coef,
-            weight_decay=self.decoupled_decay,
-        )
+        config.update(beta_3=self.beta_3, d_coef=self.d_coef)
         return config
