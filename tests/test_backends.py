@@ -19,6 +19,20 @@ from trainer.config.errors import ConfigError
 OTHERS = [name for name in ("jax", "torch") if backends.installed(name)]
 
 
+def assert_tests_pass_on(backend, *pytest_args, **env):
+    """Run pytest with `pytest_args` in a process on `backend` (and `env`); all must pass."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": backend, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout
+
+
 @pytest.mark.parametrize("backend", OTHERS)
 def test_every_family_matches_its_references_on(backend):
     """tests/test_schedules_exact.py (float64 references and golden values, every family)
@@ -26,28 +40,14 @@ def test_every_family_matches_its_references_on(backend):
     and the training batches' order as a pure function of seed and epoch there.
     Keras' own schedules are compared with ours on TensorFlow only: Keras'
     PiecewiseConstantDecay cannot be vectorised on PyTorch."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_schedules_exact.py",
-            "tests/test_schedules_twins.py",
-            "tests/test_data.py",
-            "-k",
-            "not equals_keras and (schedules or epoch_batches)",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "KERAS_BACKEND": backend},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    assert_tests_pass_on(
+        backend,
+        "tests/test_schedules_exact.py",
+        "tests/test_schedules_twins.py",
+        "tests/test_data.py",
+        "-k",
+        "not equals_keras and (schedules or epoch_batches)",
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert " passed" in out.stdout and " failed" not in out.stdout
 
 
 @pytest.mark.slow  # 40 s and 27 s: the default run has the same tests on TensorFlow
@@ -56,24 +56,7 @@ def test_the_optimizers_match_their_references_and_swap_their_weights_on(backend
     """tests/test_optimizers.py on `backend`: schedule-free AdamW against the reference
     package, Prodigy and D-Adaptation against optax.contrib (float64: JAX_ENABLE_X64), and a
     schedule-free run reporting its averaged weights."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_optimizers.py",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert " passed" in out.stdout and " failed" not in out.stdout
+    assert_tests_pass_on(backend, "tests/test_optimizers.py", JAX_ENABLE_X64="1")
 
 
 def test_auto_takes_the_fastest_measured_for_the_model_and_what_is_installed(monkeypatch):
